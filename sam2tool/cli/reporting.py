@@ -1,0 +1,62 @@
+"""How commands talk to the terminal: consoles, logging, and turning errors into exit codes.
+
+Errors a user can cause are printed as one clear line each, with exit code 2 (usage/config) or
+1 (runtime). Tracebacks appear only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sam2tool.errors import Sam2ToolError
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show debug logs and full tracebacks.")]
+
+
+def configure_logging(debug: bool, level: str = "WARNING") -> None:
+    """Send sam2tool's logs to stderr through rich; ``--debug`` lowers the level to DEBUG."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("sam2tool")
+    logger.handlers[:] = [RichHandler(console=err_console, show_path=debug, markup=False, rich_tracebacks=debug)]
+    logger.setLevel(logging.DEBUG if debug else level)
+    logger.propagate = False
+
+
+def print_error(message: str) -> None:
+    """Print ``error: message`` on stderr (each line of a multi-line message prefixed)."""
+    for line in message.splitlines() or [""]:
+        err_console.print(f"error: {line}", style="bold red", markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def reporting_errors(debug: bool) -> Iterator[None]:
+    """Run a command body, turning exceptions into a message and an exit code."""
+    configure_logging(debug)
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except Sam2ToolError as exc:
+        if debug:
+            err_console.print(traceback.format_exc(), markup=False, highlight=False)
+        print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if debug:
+            raise
+        print_error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        raise typer.Exit(1) from None

@@ -1,0 +1,1 @@
+"""Settings: schema, loading from YAML/env/CLI, problems, commented YAML."""

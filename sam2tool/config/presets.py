@@ -1,0 +1,65 @@
+"""Named starting points for ``sam2tool init-config --preset NAME``.
+
+A preset is a set of values layered over the schema defaults. The files in ``configs/`` are
+these presets written by ``init-config`` (a test keeps them identical).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of settings.
+
+    Attributes:
+        summary: One line shown in ``--help`` and at the top of the written file.
+        values: Nested mapping of the values that differ from the defaults.
+    """
+
+    summary: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _official(size: str, summary: str) -> Preset:
+    return Preset(summary, {"model": {"size": size, "version": "sam2.1", "checkpoint": "official"}})
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": _official("tiny", "fine-tune SAM 2.1 tiny (39 M parameters) from Meta's checkpoint"),
+    "small": _official("small", "fine-tune SAM 2.1 small (46 M parameters) from Meta's checkpoint"),
+    "base_plus": _official("base_plus", "fine-tune SAM 2.1 base_plus (81 M parameters) from Meta's checkpoint"),
+    "large": _official("large", "fine-tune SAM 2.1 large (224 M parameters) from Meta's checkpoint"),
+    "micro": Preset(
+        "train a micro SAM 2 (1.3 M parameters, random weights) at 128 px on the CPU, for demos and tests",
+        {
+            "model": {"size": "micro", "version": "sam2.1", "checkpoint": None},
+            "dataset": {"image_size": 128, "video_clip_length": 4, "max_num_objects": 2, "num_workers": 1},
+            "trainer": {
+                "max_epochs": None,
+                "max_steps": 300,
+                "accelerator": "cpu",
+                "devices": 1,
+                "precision": "32-true",
+            },
+            "optimizer": {"lr": 1e-3},
+            "scheduler": {"warmup_steps": 20},
+        },
+    ),
+    "mose_finetune": Preset(
+        "Meta's SAM 2.1 base_plus MOSE fine-tune recipe (1024 px, 8 frames, 3 objects, AdamW 5e-6, "
+        "vision 3e-6, layer decay 0.9, weight decay 0.1, grad clip 0.1, bf16)",
+        {
+            "model": {"size": "base_plus", "version": "sam2.1", "checkpoint": "official", "drop_path_rate": 0.1},
+            "dataset": {"image_size": 1024, "video_clip_length": 8, "max_num_objects": 3, "batch_size": 1},
+            "trainer": {"max_epochs": 40, "precision": "bf16-mixed", "gradient_clip_val": 0.1, "seed": 123},
+            "optimizer": {"lr": 5.0e-6, "vision_lr": 3.0e-6, "weight_decay": 0.1, "layer_decay": 0.9},
+            "scheduler": {"name": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.1},
+            "loss": {"weight_mask": 20.0, "weight_dice": 1.0, "weight_iou": 1.0, "weight_class": 1.0},
+        },
+    ),
+}
+
+DEFAULT_PRESET = "tiny"

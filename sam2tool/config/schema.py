@@ -1,0 +1,465 @@
+"""The configuration schema: one pydantic model per section, every field typed and documented.
+
+Field docstrings are the documentation users see: they become the comments of the YAML that
+``sam2tool init-config`` writes and of the config reference. Unknown keys are errors in every
+section (``extra="forbid"``). Checks that involve several fields live in ``model_validator``s and
+name the dotted key to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from sam2tool.models.registry import (
+    COMPONENTS,
+    ModelSize,
+    ModelVersion,
+    official_checkpoint_spec,
+)
+
+ENV_PREFIX = "SAM2TOOL_"
+ENV_NESTED_DELIMITER = "__"
+
+Precision = Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true"]
+Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, docstrings document fields."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class CrossFieldProblems(ValueError):
+    """Raised by cross-field checks; carries ``(dotted key, message)`` pairs for the loader."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {message}" for key, message in problems))
+        self.problems = problems
+
+
+class ModelSettings(Section):
+    """Which SAM 2 model to build, which weights to start from and which parts to train."""
+
+    size: ModelSize = "tiny"
+    """Model size: tiny, small, base_plus, large (Meta's sizes) or micro (a ~1.3 M parameter SAM 2
+    architecture for CPU demos and tests, no official checkpoint)."""
+
+    version: ModelVersion = "sam2.1"
+    """SAM release: sam2 (July 2024) or sam2.1 (September 2024)."""
+
+    checkpoint: str | None = "official"
+    """Starting weights: 'official' (Meta's checkpoint for model.version and model.size, downloaded
+    once into model.cache_dir), an official name such as sam2.1_hiera_large, a path to a .pt/.ckpt
+    file (official {"model": ...} format, a sam2tool checkpoint or a plain state dict), or null for
+    random initialisation."""
+
+    cache_dir: Path | None = None
+    """Folder for downloaded official checkpoints; null means $XDG_CACHE_HOME/sam2tool or
+    ~/.cache/sam2tool."""
+
+    download_url: str | None = None
+    """Base URL to download official checkpoints from instead of Meta's server (a mirror or an
+    internal file server); the file name is appended."""
+
+    trainable_modules: list[str] = Field(default_factory=lambda: ["all"])
+    """SAM 2 components to train; everything else is frozen. 'all', or parameter-name prefixes such
+    as image_encoder, image_encoder.trunk, memory_attention, memory_encoder, sam_prompt_encoder,
+    sam_mask_decoder, obj_ptr_proj."""
+
+    drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Stochastic depth rate of the Hiera image encoder during training (0.1 in the official
+    SAM 2.1 fine-tune recipe)."""
+
+    @field_validator("trainable_modules")
+    @classmethod
+    def _known_components(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one component to train, or 'all'")
+        for entry in value:
+            head = entry.split(".", 1)[0]
+            if entry != "all" and head not in COMPONENTS:
+                raise ValueError(
+                    f"'{entry}' is not a SAM 2 component; start each entry with one of: "
+                    + ", ".join(COMPONENTS)
+                    + " (or use 'all')"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _checkpoint_matches_model(self) -> ModelSettings:
+        problems: list[tuple[str, str]] = []
+        if self.checkpoint == "official" and self.size == "micro":
+            problems.append(
+                (
+                    "model.checkpoint",
+                    "there is no official checkpoint for size micro; use null (random weights) "
+                    "or the path of a checkpoint you trained",
+                )
+            )
+        spec = official_checkpoint_spec(self.checkpoint) if self.checkpoint else None
+        if spec is not None and (spec.version, spec.size) != (self.version, self.size):
+            problems.append(
+                (
+                    "model.checkpoint",
+                    f"'{self.checkpoint}' is the {spec.display_name} checkpoint but the model is "
+                    f"{self.version} {self.size}; set model.version={spec.version} and "
+                    f"model.size={spec.size}, or use checkpoint 'official'",
+                )
+            )
+        if problems:
+            raise CrossFieldProblems(problems)
+        return self
+
+
+class DatasetSettings(Section):
+    """Training data: a folder written by `sam2tool prepare-data` and how clips are sampled."""
+
+    root: Path | None = None
+    """Folder written by `sam2tool prepare-data` (JPEGImages/, Annotations/, manifest.json,
+    splits/). Required for train and evaluate."""
+
+    train_split: str = Field(default="train", min_length=1)
+    """Name of the training split (a file splits/<name>.txt listing videos)."""
+
+    val_split: str = Field(default="val", min_length=1)
+    """Name of the held-out split used for validation J&F and `sam2tool evaluate`."""
+
+    image_size: int = 512
+    """Square input resolution in pixels: a multiple of 32, at least 64 (official models use 1024)."""
+
+    video_clip_length: PositiveInt = 5
+    """Frames per training clip."""
+
+    batch_size: PositiveInt = 1
+    """Clips per batch on each device."""
+
+    max_num_objects: PositiveInt = 3
+    """At most this many objects per clip (chosen among those visible in the first frame)."""
+
+    num_workers: int = Field(default=4, ge=0)
+    """Data loader worker processes per device (0 loads data in the training process)."""
+
+    @field_validator("image_size")
+    @classmethod
+    def _valid_image_size(cls, value: int) -> int:
+        if value < 64:
+            raise ValueError(f"{value} is too small; use at least 64")
+        if value % 32:
+            lower, upper = value // 32 * 32, value // 32 * 32 + 32
+            suggestion = f"{upper}" if lower < 64 else f"{lower} or {upper}"
+            raise ValueError(
+                f"{value} is not a multiple of 32 (the stride of the Hiera image encoder's "
+                f"last stage); use {suggestion}"
+            )
+        return value
+
+
+class TrainerSettings(Section):
+    """Lightning Trainer options: length, hardware, precision, validation, reproducibility."""
+
+    max_epochs: int | None = Field(default=40, ge=1)
+    """Stop after this many epochs (null: no epoch limit, then trainer.max_steps must be set)."""
+
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimizer steps (null: no step limit)."""
+
+    precision: Precision = "32-true"
+    """Numeric precision: 32-true, bf16-mixed (recommended on Ampere or newer GPUs), 16-mixed
+    (older GPUs), bf16-true or 16-true."""
+
+    accelerator: Accelerator = "auto"
+    """Hardware: auto (CUDA, then MPS, then CPU), cpu, cuda, gpu or mps."""
+
+    devices: int | list[int] | Literal["auto"] = "auto"
+    """Devices per node: auto, a count (-1 for all), or a list of device indices such as [0, 1]."""
+
+    strategy: Strategy = "auto"
+    """Distribution strategy: auto, ddp, ddp_spawn, ddp_find_unused_parameters_true or fsdp."""
+
+    num_nodes: PositiveInt = 1
+    """Number of machines (SLURM or torchrun set the rest of the environment)."""
+
+    accumulate_grad_batches: PositiveInt = 1
+    """Accumulate gradients over this many batches before each optimizer step."""
+
+    gradient_clip_val: float | None = Field(default=0.1, gt=0)
+    """Clip the gradient norm to this value (null: no clipping)."""
+
+    val_check_interval: float | int = Field(default=1.0, gt=0)
+    """Validate every this fraction of an epoch (float <= 1.0) or every this many batches (int)."""
+
+    limit_train_batches: float | int = Field(default=1.0, gt=0)
+    """Use this fraction (float) or number (int) of training batches per epoch."""
+
+    limit_val_batches: float | int = Field(default=1.0, ge=0)
+    """Use this fraction (float) or number (int) of validation videos (0 disables validation)."""
+
+    log_every_n_steps: PositiveInt = 10
+    """Log training metrics every this many optimizer steps."""
+
+    deterministic: bool = False
+    """Use deterministic algorithms (slower; bit-identical runs on the same hardware)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed for Python, NumPy and torch in every process and data loader worker."""
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as an integer; Lightning's names are strings.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _valid_devices(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() != "auto":
+            # Lightning's command-line form "0,1" and a plain count "2" are accepted too.
+            items = [item.strip() for item in value.split(",")]
+            if all(item.lstrip("-").isdigit() for item in items):
+                value = [int(item) for item in items] if len(items) > 1 else int(items[0])
+        if isinstance(value, bool) or not (
+            value == "auto"
+            or (isinstance(value, int) and (value >= 1 or value == -1))
+            or (isinstance(value, list) and value and all(isinstance(i, int) and i >= 0 for i in value))
+        ):
+            raise ValueError(
+                "use 'auto', a device count such as 2, -1 for all devices, or a list of device indices such as [0, 1]"
+            )
+        return value
+
+    @field_validator("val_check_interval", "limit_train_batches", "limit_val_batches")
+    @classmethod
+    def _fraction_at_most_one(cls, value: float | int) -> float | int:
+        if isinstance(value, float) and value > 1.0:
+            raise ValueError(f"a fraction must be at most 1.0, got {value}; use an integer for a count")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_length(self) -> TrainerSettings:
+        problems: list[tuple[str, str]] = []
+        if self.max_epochs is None and self.max_steps is None:
+            problems.append(("trainer.max_epochs", "set trainer.max_epochs or trainer.max_steps"))
+        if self.accelerator == "cpu" and self.precision in ("16-mixed", "16-true"):
+            problems.append(
+                (
+                    "trainer.precision",
+                    f"{self.precision} does not run on the CPU; use bf16-mixed or 32-true "
+                    "with trainer.accelerator=cpu",
+                )
+            )
+        if problems:
+            raise CrossFieldProblems(problems)
+        return self
+
+
+class LossSettings(Section):
+    """Weights of the official SAM 2 training loss (MultiStepMultiMasksAndIous)."""
+
+    weight_mask: float = Field(default=20.0, ge=0)
+    """Weight of the sigmoid focal loss on mask logits."""
+
+    weight_dice: float = Field(default=1.0, ge=0)
+    """Weight of the dice loss on masks."""
+
+    weight_iou: float = Field(default=1.0, ge=0)
+    """Weight of the IoU-prediction loss."""
+
+    weight_class: float = Field(default=1.0, ge=0)
+    """Weight of the object-score (is the object visible) loss."""
+
+    focal_alpha: float = Field(default=0.25, ge=0, le=1)
+    """Alpha of the focal loss on masks."""
+
+    focal_gamma: float = Field(default=2.0, ge=0)
+    """Gamma of the focal loss on masks."""
+
+    supervise_all_iou: bool = True
+    """Supervise the IoU prediction of every multimask output, not only the best one."""
+
+    iou_use_l1_loss: bool = True
+    """Use an L1 loss (instead of MSE) for the IoU prediction."""
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> LossSettings:
+        if not any((self.weight_mask, self.weight_dice, self.weight_iou, self.weight_class)):
+            raise CrossFieldProblems([("loss.weight_mask", "all loss weights are 0: nothing would be learned")])
+        return self
+
+
+class OptimizerSettings(Section):
+    """AdamW with a separate image-encoder learning rate and layer-wise decay over Hiera blocks."""
+
+    name: Literal["adamw"] = "adamw"
+    """Optimizer (AdamW, as in the official recipe)."""
+
+    lr: float = Field(default=1e-4, gt=0, le=1)
+    """Peak learning rate of everything outside the image encoder."""
+
+    vision_lr: float | None = Field(default=None, gt=0, le=1)
+    """Peak learning rate of the image encoder (null: same as optimizer.lr)."""
+
+    weight_decay: float = Field(default=0.1, ge=0)
+    """AdamW weight decay (never applied to biases and normalisation layers)."""
+
+    layer_decay: float = Field(default=1.0, gt=0, le=1)
+    """Layer-wise learning-rate decay over the Hiera blocks (1.0: none; 0.9 in the official recipe)."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+
+    eps: float = Field(default=1e-8, gt=0)
+    """AdamW epsilon."""
+
+    @field_validator("betas")
+    @classmethod
+    def _valid_betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError(f"betas must each be in [0, 1), got {list(value)}")
+        return value
+
+
+class SchedulerSettings(Section):
+    """Learning-rate schedule, stepped after every optimizer step."""
+
+    name: Literal["cosine", "constant", "step"] = "cosine"
+    """cosine (from the peak down to scheduler.min_lr_ratio x peak), constant, or step (multiply
+    by scheduler.gamma every scheduler.step_size steps)."""
+
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warmup from 0 to the peak learning rate over this many optimizer steps."""
+
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    """Final learning rate of the cosine schedule as a fraction of the peak (0.1 as in the official
+    recipe)."""
+
+    step_size: PositiveInt = 1000
+    """Optimizer steps between decays of the step schedule."""
+
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    """Factor applied at each decay of the step schedule."""
+
+
+class LoggingSettings(Section):
+    """Console and file logs, and Weights & Biases."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the console and of training.log."""
+
+    progress: bool = True
+    """Show progress bars."""
+
+    wandb: bool = False
+    """Log to Weights & Biases (`--no-wandb` turns it off)."""
+
+    wandb_project: str = Field(default="sam2tool", min_length=1)
+    """Weights & Biases project."""
+
+    wandb_entity: str | None = None
+    """Weights & Biases entity (team or user); null uses your default entity."""
+
+    wandb_mode: Literal["online", "offline"] = "online"
+    """online, or offline (logs locally; upload later with `wandb sync`)."""
+
+    run_name: str | None = None
+    """Name of the run in Weights & Biases (null: the run folder's name)."""
+
+
+class OutputSettings(Section):
+    """Where runs are written."""
+
+    dir: Path = Path("outputs")
+    """Parent folder of run folders; each run writes to <dir>/YYYY-MM-DD/HH-MM-SS/."""
+
+    save_top_k: int = Field(default=1, ge=-1)
+    """Keep this many best checkpoints by validation J&F (-1 keeps all, 0 none) besides last.ckpt."""
+
+
+class Sam2ToolSettings(BaseSettings):
+    """All of sam2tool's settings, validated.
+
+    Build it with :func:`sam2tool.config.loading.load_settings`, which layers a YAML file,
+    environment variables and command-line overrides and reports every problem at once.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    """Which SAM 2 model to build, which weights to start from and which parts to train."""
+
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    """Training data and clip sampling."""
+
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    """Lightning Trainer options."""
+
+    loss: LossSettings = Field(default_factory=LossSettings)
+    """Loss weights."""
+
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    """Optimizer."""
+
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    """Learning-rate schedule."""
+
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    """Logging."""
+
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    """Outputs."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Return the sources, highest priority first.
+
+        1. init arguments: command-line flags and ``key.path=value`` overrides,
+        2. environment variables ``SAM2TOOL_SECTION__KEY``,
+        3. the YAML file given with ``--config`` (see ``sam2tool.config.sources``),
+        then the defaults declared above. No .env or secrets files are read.
+        """
+        from sam2tool.config.sources import YamlLayerSource
+
+        return (init_settings, env_settings, YamlLayerSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _cross_section_checks(self) -> Sam2ToolSettings:
+        problems: list[tuple[str, str]] = []
+        max_steps = self.trainer.max_steps
+        if max_steps is not None and self.scheduler.warmup_steps >= max_steps:
+            problems.append(
+                (
+                    "scheduler.warmup_steps",
+                    f"warmup of {self.scheduler.warmup_steps} steps is not shorter than "
+                    f"trainer.max_steps={max_steps}; lower the warmup or train longer",
+                )
+            )
+        if problems:
+            raise CrossFieldProblems(problems)
+        return self
+
+
+SECTIONS: tuple[str, ...] = tuple(Sam2ToolSettings.model_fields)

@@ -1,0 +1,219 @@
+"""The layers a configuration is built from: a YAML file and ``key.path=value`` overrides.
+
+The YAML file is parsed once, keeping the line of every key so that problems can point at it.
+During :func:`sam2tool.config.loading.load_settings` the parsed file is made visible to the
+settings class through :class:`YamlLayerSource`, which pydantic-settings consults below the
+environment (see ``Sam2ToolSettings.settings_customise_sources``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic.fields import FieldInfo
+from pydantic_settings import PydanticBaseSettingsSource
+
+from sam2tool.config.problems import ConfigError, ConfigProblem
+
+KeyPath = tuple[str, ...]
+
+
+@dataclass
+class YamlLayer:
+    """A parsed YAML config file.
+
+    Attributes:
+        path: The file, as the user named it.
+        data: Its content, a mapping of section name to mapping.
+        lines: 1-based line of every key path, e.g. ``("dataset", "image_size") -> 7``.
+    """
+
+    path: Path
+    data: dict[str, Any]
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def source_of(self, key_path: Sequence[str]) -> str:
+        """``file:line`` of the deepest part of ``key_path`` present in the file."""
+        for depth in range(len(key_path), 0, -1):
+            line = self.lines.get(tuple(key_path[:depth]))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+
+_CURRENT_YAML: ContextVar[YamlLayer | None] = ContextVar("sam2tool_yaml_layer", default=None)
+
+
+@contextlib.contextmanager
+def yaml_layer(layer: YamlLayer | None) -> Iterator[None]:
+    """Make ``layer`` the YAML source of settings built inside the block."""
+    token = _CURRENT_YAML.set(layer)
+    try:
+        yield
+    finally:
+        _CURRENT_YAML.reset(token)
+
+
+class YamlLayerSource(PydanticBaseSettingsSource):
+    """pydantic-settings source returning the YAML file set by :func:`yaml_layer` (or nothing)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: the whole mapping is returned by ``__call__``."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        layer = _CURRENT_YAML.get()
+        return copy.deepcopy(layer.data) if layer is not None else {}
+
+
+def read_yaml_config(path: Path) -> YamlLayer:
+    """Read and parse a YAML config file, keeping the line of every key.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML, empty, not a mapping, or has a
+            key twice. The message names the file (and the line where there is one).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError.single(
+            "", f"config file {path} does not exist; create one with `sam2tool init-config {path}`"
+        )
+    if path.is_dir():
+        raise ConfigError.single("", f"{path} is a folder, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError.single("", f"{path} is not a UTF-8 text file; is it really a YAML config?") from None
+    except OSError as exc:
+        raise ConfigError.single("", f"cannot read {path}: {exc.strerror or exc}") from None
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError.single("", f"YAML syntax error at {where}: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError.single("", f"{path} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+    if data is None:
+        raise ConfigError.single(
+            "", f"{path} is empty; write the settings to change, or run `sam2tool init-config {path} --force`"
+        )
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise ConfigError.single(
+            "",
+            f"{path} holds {kind}, but a config must be a mapping of sections "
+            "(model:, dataset:, trainer:, ...)",
+        )
+    lines: dict[KeyPath, int] = {}
+    duplicates: list[ConfigProblem] = []
+    _index_lines(node, (), lines, duplicates, path)
+    if duplicates:
+        raise ConfigError(duplicates)
+    return YamlLayer(path=path, data=data, lines=lines)
+
+
+def _index_lines(
+    node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int], duplicates: list[ConfigProblem], path: Path
+) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        key_path = (*prefix, str(key_node.value))
+        line = key_node.start_mark.line + 1
+        if key_path in lines:
+            duplicates.append(
+                ConfigProblem(
+                    key=".".join(key_path),
+                    message=f"key appears twice (lines {lines[key_path]} and {line}); keep one",
+                    source=f"{path}:{line}",
+                )
+            )
+            continue
+        lines[key_path] = line
+        _index_lines(value_node, key_path, lines, duplicates, path)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "a.c=[x, y]"]`` into ``{"a": {"b": 1, "c": ["x", "y"]}}``.
+
+    Values are parsed with ``yaml.safe_load`` (so ``1e-4`` is a float, ``null`` is None and
+    ``[a, b]`` a list); an empty value is None.
+
+    Raises:
+        ConfigError: An override is not ``key.path=value`` or its value is not valid YAML.
+    """
+    result: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or any(not part for part in parts):
+            problems.append(
+                ConfigProblem(
+                    key=key,
+                    message=f"override '{item}' must look like section.key=value, e.g. optimizer.lr=3e-5",
+                    source="command line",
+                )
+            )
+            continue
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            problems.append(
+                ConfigProblem(
+                    key=key,
+                    message=f"cannot parse the value '{raw}' as YAML; quote it if it is text",
+                    source="command line",
+                )
+            )
+            continue
+        set_path(result, parts, value)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def set_path(target: dict[str, Any], parts: Sequence[str], value: Any) -> None:
+    """Set ``target[parts[0]][parts[1]]... = value``, creating (or replacing) mappings on the way."""
+    cursor = target
+    for part in parts[:-1]:
+        child = cursor.get(part)
+        if not isinstance(child, dict):
+            child = cursor[part] = {}
+        cursor = child
+    cursor[parts[-1]] = value
+
+
+_MISSING = object()
+
+
+def get_path(data: Any, parts: Sequence[str]) -> Any:
+    """Return the value at ``parts`` in nested dicts/lists, or a sentinel ``MISSING``."""
+    cursor = data
+    for part in parts:
+        if isinstance(cursor, dict) and part in cursor:
+            cursor = cursor[part]
+        elif isinstance(cursor, list) and part.isdigit() and int(part) < len(cursor):
+            cursor = cursor[int(part)]
+        else:
+            return _MISSING
+    return cursor
+
+
+MISSING: Any = _MISSING

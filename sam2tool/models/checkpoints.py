@@ -1,0 +1,157 @@
+"""Reading and writing SAM 2 weights: safely, strictly, with messages that say what is wrong.
+
+Checkpoints are always loaded with ``torch.load(..., weights_only=True)``: a file that needs to
+run Python code to unpickle is refused, never executed. Three layouts are understood:
+
+- Meta's official format ``{"model": state_dict}`` (also what ``sam2tool export`` writes),
+- a sam2tool/Lightning checkpoint ``{"state_dict": {"model.<key>": tensor, ...}, ...}``,
+- a bare state dict ``{key: tensor}``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from sam2tool.atomic import atomic_path
+from sam2tool.errors import CheckpointError
+from sam2tool.models.registry import ModelSpec, size_from_trunk
+
+#: The attribute under which sam2tool's LightningModule holds the SAM 2 model.
+LIGHTNING_PREFIX = "model."
+
+_TRUNK_PATCH_KEY = "image_encoder.trunk.patch_embed.proj.weight"
+_TRUNK_BLOCK_PREFIX = "image_encoder.trunk.blocks."
+_SAM21_ONLY_KEY = "no_obj_embed_spatial"
+
+StateDict = dict[str, torch.Tensor]
+
+
+def read_state_dict(path: Path) -> StateDict:
+    """Read the SAM 2 state dict from a checkpoint file, without running code from it.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, not a PyTorch checkpoint, holds
+            Python objects other than tensors and plain containers, or has no SAM 2 weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; check model.checkpoint (or --checkpoint)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"refused to load {path}: it contains Python objects that would run code when "
+                "unpickled (only tensors and plain containers are allowed); if you trust the file, "
+                "re-save its weights with torch.save({'model': state_dict}, path)"
+            ) from None
+        raise CheckpointError(_not_a_checkpoint(path)) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(_not_a_checkpoint(path, exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    return _extract_state_dict(obj, path)
+
+
+def _not_a_checkpoint(path: Path, exc: BaseException | None = None) -> str:
+    detail = f" ({str(exc).splitlines()[0]})" if exc is not None and str(exc) else ""
+    return f"{path} is not a readable PyTorch checkpoint; it may be truncated or corrupt{detail}"
+
+
+def _extract_state_dict(obj: object, path: Path) -> StateDict:
+    state: object
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        state = obj["model"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        lightning_state = obj["state_dict"]
+        state = {
+            key[len(LIGHTNING_PREFIX) :]: value
+            for key, value in lightning_state.items()
+            if key.startswith(LIGHTNING_PREFIX)
+        }
+        if not state:
+            raise CheckpointError(
+                f"{path} is a Lightning checkpoint without SAM 2 weights (no keys start with "
+                f"'{LIGHTNING_PREFIX}'); was it written by sam2tool train?"
+            )
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj
+    else:
+        keys = ", ".join(map(repr, list(obj)[:5])) if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(
+            f"{path} is not a SAM 2 checkpoint: expected {{'model': state_dict}} (official), "
+            f"{{'state_dict': ...}} (sam2tool/Lightning) or a state dict, found {keys}"
+        )
+    assert isinstance(state, Mapping)
+    result: StateDict = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path} is not a SAM 2 checkpoint: entry {key!r} is not a tensor")
+        result[key] = value
+    return result
+
+
+def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Guess which SAM 2 model a state dict belongs to, e.g. ``SAM 2.1 large``; None if unknown."""
+    patch = state.get(_TRUNK_PATCH_KEY)
+    if patch is None or patch.ndim != 4:
+        return None
+    depth = len({key[len(_TRUNK_BLOCK_PREFIX) :].split(".")[0] for key in state if key.startswith(_TRUNK_BLOCK_PREFIX)})
+    size = size_from_trunk(int(patch.shape[0]), depth)
+    version = "2.1" if _SAM21_ONLY_KEY in state else "2"
+    if size is None:
+        return f"a SAM {version} model with a Hiera trunk of width {patch.shape[0]} and {depth} blocks"
+    return f"SAM {version} {size}"
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path, spec: ModelSpec) -> None:
+    """Load ``state`` into ``model`` strictly.
+
+    Raises:
+        CheckpointError: Keys are missing or unexpected, or shapes differ; the message names
+            the file, a few of the keys, and which model the checkpoint seems to be for.
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    if missing or unexpected or mismatched:
+        details = "; ".join(
+            f"{len(items)} {label} ({_examples(items)})"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches (checkpoint vs model)", mismatched),
+            )
+            if items
+        )
+        guess = describe_state_dict(state)
+        hint = (
+            f"it looks like {guess}; set model.size and model.version to match, or choose another checkpoint"
+            if guess is not None and guess != spec.display_name
+            else "choose a checkpoint made for this model"
+        )
+        raise CheckpointError(f"checkpoint {source} does not fit {spec.display_name}: {details}; {hint}")
+    model.load_state_dict(state, strict=True)
+
+
+def _examples(items: list[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... {len(items) - limit} more" if len(items) > limit else "")
+
+
+def save_official_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """Write ``{"model": state_dict}`` atomically: the format ``sam2.build_sam`` loads."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    with atomic_path(Path(path)) as tmp:
+        torch.save({"model": state}, tmp)

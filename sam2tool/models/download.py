@@ -1,0 +1,130 @@
+"""Find the checkpoint file that ``model.checkpoint`` names, downloading official ones once.
+
+Official checkpoints are cached in ``model.cache_dir`` (default ``$XDG_CACHE_HOME/sam2tool`` or
+``~/.cache/sam2tool``). A download streams into a temporary sibling file with a progress bar and
+is renamed into place only when complete: an interrupted download never leaves a file that looks
+finished.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from sam2tool.atomic import atomic_path
+from sam2tool.config.schema import ModelSettings
+from sam2tool.errors import CheckpointError, DownloadError
+from sam2tool.models.registry import ModelSpec, get_spec, official_checkpoint_spec, official_url
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/sam2tool``, or ``~/.cache/sam2tool``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sam2tool"
+
+
+def official_spec_for(settings: ModelSettings) -> ModelSpec | None:
+    """The registry row whose official checkpoint ``model.checkpoint`` names, if it names one."""
+    value = settings.checkpoint
+    if value is None:
+        return None
+    if value == "official":
+        return get_spec(settings.version, settings.size)
+    if Path(value).expanduser().is_file():
+        return None  # a local file wins over an official name spelled the same
+    return official_checkpoint_spec(value)
+
+
+def cached_checkpoint_path(settings: ModelSettings, spec: ModelSpec) -> Path:
+    """Where the official checkpoint of ``spec`` is (or will be) cached."""
+    assert spec.checkpoint_filename is not None
+    cache = settings.cache_dir.expanduser() if settings.cache_dir is not None else default_cache_dir()
+    return cache / spec.checkpoint_filename
+
+
+def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Path | None:
+    """Return the checkpoint file for ``model.checkpoint``; None means random weights.
+
+    Official names are downloaded into the cache on first use.
+
+    Raises:
+        CheckpointError: A path that does not exist.
+        DownloadError: An official checkpoint could not be downloaded.
+    """
+    if settings.checkpoint is None:
+        return None
+    spec = official_spec_for(settings)
+    if spec is not None:
+        destination = cached_checkpoint_path(settings, spec)
+        if not destination.is_file():
+            url = official_url(spec, settings.download_url)
+            log.info("Downloading %s checkpoint from %s to %s", spec.display_name, url, destination)
+            download_file(url, destination, progress=progress)
+        return destination
+    path = Path(settings.checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"model.checkpoint: {path} does not exist; give the path of a .pt/.ckpt file, an "
+            "official name such as sam2.1_hiera_tiny, 'official', or null for random weights"
+        )
+    return path
+
+
+def download_file(url: str, destination: Path, *, progress: bool = True, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``destination`` atomically, with a progress bar.
+
+    Raises:
+        DownloadError: The server cannot be reached, answers with an HTTP error, or the
+            transfer stops early. ``destination`` is then left untouched.
+    """
+    hint = (
+        f"if this machine is offline, download {url} elsewhere and copy it to {destination}, "
+        "or set model.checkpoint to the file's path (model.download_url selects a mirror)"
+    )
+    try:
+        with atomic_path(destination) as tmp, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            written = _copy_with_progress(response, tmp, total, destination.name, progress)
+            if total is not None and written != total:
+                raise DownloadError(
+                    f"download of {url} stopped after {written} of {total} bytes; run the command again to retry"
+                )
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; {hint}") from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot download {url} ({reason}); {hint}") from None
+    except http.client.IncompleteRead as exc:
+        raise DownloadError(
+            f"download of {url} stopped after {len(exc.partial)} bytes; run the command again to retry"
+        ) from None
+
+
+def _copy_with_progress(response: http.client.HTTPResponse, target: Path, total: int | None, label: str, show: bool) -> int:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    written = 0
+    with Progress(*columns, disable=not show, transient=True) as bar, open(target, "wb") as fh:
+        task = bar.add_task(f"Downloading {label}", total=total)
+        while chunk := response.read(_CHUNK):
+            fh.write(chunk)
+            written += len(chunk)
+            bar.update(task, advance=len(chunk))
+        fh.flush()
+    return written
