@@ -26,6 +26,7 @@ def atomic_path(destination: Path) -> Iterator[Path]:
 
     Yields:
         The temporary path to write to.
+
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)

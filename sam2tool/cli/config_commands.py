@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-from enum import Enum
 import typer
 
 from sam2tool.cli.reporting import DebugOption, console, reporting_errors
 from sam2tool.config.presets import DEFAULT_PRESET, PRESETS
 
 PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
+_DEFAULT_PRESET = PresetName(DEFAULT_PRESET)
 
 _PRESET_HELP = (
     "Starting point: tiny, small, base_plus or large (SAM 2.1 from Meta's checkpoints), micro (a tiny "
@@ -22,7 +23,7 @@ _PRESET_HELP = (
 
 def init_config(
     path: Annotated[Path, typer.Argument(help="File to write.", dir_okay=False)] = Path("sam2tool.yaml"),
-    preset: Annotated[PresetName, typer.Option("--preset", "-p", help=_PRESET_HELP)] = PresetName(DEFAULT_PRESET),
+    preset: Annotated[PresetName, typer.Option("--preset", "-p", help=_PRESET_HELP)] = _DEFAULT_PRESET,
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
     debug: DebugOption = False,
 ) -> None:

@@ -62,6 +62,7 @@ def load_settings_with_origins(
 
     Raises:
         ConfigError: Anything is wrong; every problem is listed.
+
     """
     layer = read_yaml_config(config_file) if config_file is not None else None
     cli = parse_overrides(overrides)
@@ -83,7 +84,9 @@ def _settings_error_text(exc: SettingsError) -> str:
     text = str(exc)
     if cause is not None:
         text += f" ({cause})"
-    return text + f"; list values must be JSON, e.g. {ENV_PREFIX}MODEL{ENV_NESTED_DELIMITER}TRAINABLE_MODULES='[\"all\"]'"
+    return (
+        text + f"; list values must be JSON, e.g. {ENV_PREFIX}MODEL{ENV_NESTED_DELIMITER}TRAINABLE_MODULES='[\"all\"]'"
+    )
 
 
 def _environment() -> dict[str, Any]:

@@ -17,6 +17,7 @@ class Preset:
     Attributes:
         summary: One line shown in ``--help`` and at the top of the written file.
         values: Nested mapping of the values that differ from the defaults.
+
     """
 
     summary: str

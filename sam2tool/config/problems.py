@@ -32,6 +32,7 @@ class ConfigProblem:
         value: The offending value, or ``UNSET`` when there is none to show.
         source: Where the value came from: ``file.yaml:12``, ``environment variable X``,
             ``command line`` or ``default``.
+
     """
 
     key: str

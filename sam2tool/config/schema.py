@@ -255,8 +255,7 @@ class TrainerSettings(Section):
             problems.append(
                 (
                     "trainer.precision",
-                    f"{self.precision} does not run on the CPU; use bf16-mixed or 32-true "
-                    "with trainer.accelerator=cpu",
+                    f"{self.precision} does not run on the CPU; use bf16-mixed or 32-true with trainer.accelerator=cpu",
                 )
             )
         if problems:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -25,6 +26,17 @@ from sam2tool.config.problems import ConfigError, ConfigProblem
 KeyPath = tuple[str, ...]
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 @dataclass
 class YamlLayer:
     """A parsed YAML config file.
@@ -33,6 +45,7 @@ class YamlLayer:
         path: The file, as the user named it.
         data: Its content, a mapping of section name to mapping.
         lines: 1-based line of every key path, e.g. ``("dataset", "image_size") -> 7``.
+
     """
 
     path: Path
@@ -69,6 +82,7 @@ class YamlLayerSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
+        """Return the YAML layer's data (a copy), or an empty mapping outside ``yaml_layer``."""
         layer = _CURRENT_YAML.get()
         return copy.deepcopy(layer.data) if layer is not None else {}
 
@@ -79,6 +93,7 @@ def read_yaml_config(path: Path) -> YamlLayer:
     Raises:
         ConfigError: The file is missing, unreadable, not YAML, empty, not a mapping, or has a
             key twice. The message names the file (and the line where there is one).
+
     """
     path = Path(path)
     if not path.exists():
@@ -94,7 +109,7 @@ def read_yaml_config(path: Path) -> YamlLayer:
     except OSError as exc:
         raise ConfigError.single("", f"cannot read {path}: {exc.strerror or exc}") from None
 
-    loader = yaml.SafeLoader(text)
+    loader = ConfigLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -116,9 +131,9 @@ def read_yaml_config(path: Path) -> YamlLayer:
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise ConfigError.single(
             "",
-            f"{path} holds {kind}, but a config must be a mapping of sections "
-            "(model:, dataset:, trainer:, ...)",
+            f"{path} holds {kind}, but a config must be a mapping of sections (model:, dataset:, trainer:, ...)",
         )
+    assert node is not None  # data is a mapping, so the document has a node
     lines: dict[KeyPath, int] = {}
     duplicates: list[ConfigProblem] = []
     _index_lines(node, (), lines, duplicates, path)
@@ -151,11 +166,12 @@ def _index_lines(
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "a.c=[x, y]"]`` into ``{"a": {"b": 1, "c": ["x", "y"]}}``.
 
-    Values are parsed with ``yaml.safe_load`` (so ``1e-4`` is a float, ``null`` is None and
+    Values are parsed as YAML with a safe loader (so ``1e-4`` is a float, ``null`` is None and
     ``[a, b]`` a list); an empty value is None.
 
     Raises:
         ConfigError: An override is not ``key.path=value`` or its value is not valid YAML.
+
     """
     result: dict[str, Any] = {}
     problems: list[ConfigProblem] = []
@@ -173,7 +189,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
             )
             continue
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=ConfigLoader)
         except yaml.YAMLError:
             problems.append(
                 ConfigProblem(

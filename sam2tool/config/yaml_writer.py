@@ -22,9 +22,10 @@ def render_settings_yaml(settings: Sam2ToolSettings, title: str) -> str:
 
     Returns:
         YAML text that loads back into equal settings.
+
     """
     lines = [
-        f"# {title}",
+        *_comment(title, indent=""),
         "#",
         "# Check it with `sam2tool validate-config FILE`. Any key can be overridden on the command line",
         "# (optimizer.lr=3e-5) or with an environment variable (SAM2TOOL_OPTIMIZER__LR=3e-5).",

@@ -39,6 +39,7 @@ class BuiltModel:
         checkpoint: File the weights came from, or None for random weights.
         trainable_parameters: Parameters with ``requires_grad`` after freezing.
         total_parameters: All parameters.
+
     """
 
     model: torch.nn.Module
@@ -115,14 +116,13 @@ def build_model(
         CheckpointError: The checkpoint is unreadable, unsafe or for another model.
         DownloadError: An official checkpoint could not be downloaded.
         ConfigError: ``model.trainable_modules`` names nothing in this model.
+
     """
     spec = get_spec(settings.version, settings.size)
     overrides = list(extra_overrides)
     if target is not None:
         overrides.insert(0, f"++model._target_={target}")
-    config = compose_model_config(
-        spec, image_size, drop_path_rate=settings.drop_path_rate, extra_overrides=overrides
-    )
+    config = compose_model_config(spec, image_size, drop_path_rate=settings.drop_path_rate, extra_overrides=overrides)
     model = instantiate_model(config)
     checkpoint = resolve_checkpoint(settings, progress=progress) if load_weights else None
     if checkpoint is not None:
@@ -145,11 +145,10 @@ def apply_trainable_modules(model: torch.nn.Module, modules: Sequence[str]) -> t
 
     Raises:
         ConfigError: An entry matches no parameter of this model.
+
     """
     names = [name for name, _ in model.named_parameters()]
-    unmatched = [
-        entry for entry in modules if entry != "all" and not any(_under(name, entry) for name in names)
-    ]
+    unmatched = [entry for entry in modules if entry != "all" and not any(_under(name, entry) for name in names)]
     if unmatched:
         present = [c for c in COMPONENTS if any(_under(name, c) for name in names)]
         raise ConfigError.single(

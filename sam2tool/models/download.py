@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -61,6 +60,7 @@ def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Pat
     Raises:
         CheckpointError: A path that does not exist.
         DownloadError: An official checkpoint could not be downloaded.
+
     """
     if settings.checkpoint is None:
         return None
@@ -74,11 +74,16 @@ def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Pat
         return destination
     path = Path(settings.checkpoint).expanduser()
     if not path.is_file():
-        raise CheckpointError(
-            f"model.checkpoint: {path} does not exist; give the path of a .pt/.ckpt file, an "
-            "official name such as sam2.1_hiera_tiny, 'official', or null for random weights"
-        )
+        raise CheckpointError(f"model.checkpoint: {missing_checkpoint_message(path)}")
     return path
+
+
+def missing_checkpoint_message(path: Path) -> str:
+    """What to say when ``model.checkpoint`` names a file that is not there."""
+    return (
+        f"{path} does not exist; give the path of a .pt/.ckpt file, an official name such as "
+        "sam2.1_hiera_tiny, 'official', or null for random weights"
+    )
 
 
 def download_file(url: str, destination: Path, *, progress: bool = True, timeout: float = 60.0) -> None:
@@ -87,6 +92,7 @@ def download_file(url: str, destination: Path, *, progress: bool = True, timeout
     Raises:
         DownloadError: The server cannot be reached, answers with an HTTP error, or the
             transfer stops early. ``destination`` is then left untouched.
+
     """
     hint = (
         f"if this machine is offline, download {url} elsewhere and copy it to {destination}, "
@@ -101,8 +107,10 @@ def download_file(url: str, destination: Path, *, progress: bool = True, timeout
                     f"download of {url} stopped after {written} of {total} bytes; run the command again to retry"
                 )
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; {hint}") from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+        raise DownloadError(
+            f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; {hint}"
+        ) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot download {url} ({reason}); {hint}") from None
     except http.client.IncompleteRead as exc:
@@ -111,7 +119,9 @@ def download_file(url: str, destination: Path, *, progress: bool = True, timeout
         ) from None
 
 
-def _copy_with_progress(response: http.client.HTTPResponse, target: Path, total: int | None, label: str, show: bool) -> int:
+def _copy_with_progress(
+    response: http.client.HTTPResponse, target: Path, total: int | None, label: str, show: bool
+) -> int:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

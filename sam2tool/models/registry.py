@@ -94,6 +94,7 @@ class ModelSpec:
         config_name: Hydra config name inside the ``sam2`` package.
         checkpoint_name: Name of the official checkpoint (file ``<name>.pt``), or None for micro.
         overrides: Hydra overrides applied on top of the config (micro only).
+
     """
 
     version: ModelVersion

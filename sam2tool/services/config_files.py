@@ -21,6 +21,7 @@ def preset_settings(preset: str) -> Sam2ToolSettings:
 
     Raises:
         UsageError: No preset has this name.
+
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset '{preset}'; " + did_you_mean(preset, PRESETS, noun="presets"))
@@ -48,6 +49,7 @@ def init_config(path: Path, preset: str = DEFAULT_PRESET, force: bool = False) -
     Raises:
         UsageError: ``path`` exists and ``force`` is False, ``path`` is a folder, or the preset
             is unknown.
+
     """
     text = preset_yaml(preset)
     if path.is_dir():
@@ -70,6 +72,7 @@ class FileReport:
         path: The file.
         problems: Everything wrong with it (empty when it is well-formed).
         notes: Things worth knowing that are not errors (e.g. a checkpoint to be downloaded).
+
     """
 
     path: Path
@@ -110,7 +113,9 @@ def validate_configs(paths: Sequence[Path], check_paths: bool = False) -> list[F
     return reports
 
 
-def check_referenced_paths(settings: Sam2ToolSettings, origins: SettingsOrigins) -> tuple[list[ConfigProblem], list[str]]:
+def check_referenced_paths(
+    settings: Sam2ToolSettings, origins: SettingsOrigins
+) -> tuple[list[ConfigProblem], list[str]]:
     """Check that the data folder, the checkpoint and the output folder are usable.
 
     A local checkpoint is opened (safely) and checked against the configured model; an official
@@ -118,6 +123,7 @@ def check_referenced_paths(settings: Sam2ToolSettings, origins: SettingsOrigins)
 
     Returns:
         Problems and notes.
+
     """
     problems: list[ConfigProblem] = []
     notes: list[str] = []
@@ -131,7 +137,11 @@ def check_referenced_paths(settings: Sam2ToolSettings, origins: SettingsOrigins)
     elif not root.is_dir():
         problem("dataset.root", f"folder {root} does not exist; create it with `sam2tool prepare-data`", str(root))
     else:
-        for required in ("manifest.json", f"splits/{settings.dataset.train_split}.txt", f"splits/{settings.dataset.val_split}.txt"):
+        for required in (
+            "manifest.json",
+            f"splits/{settings.dataset.train_split}.txt",
+            f"splits/{settings.dataset.val_split}.txt",
+        ):
             if not (root / required).is_file():
                 problem(
                     "dataset.root",
@@ -150,17 +160,23 @@ def check_referenced_paths(settings: Sam2ToolSettings, origins: SettingsOrigins)
 
 
 def _check_checkpoint(settings: Sam2ToolSettings, notes: list[str]) -> str | None:
-    from sam2tool.models.download import cached_checkpoint_path, official_spec_for
+    from sam2tool.models.download import cached_checkpoint_path, missing_checkpoint_message, official_spec_for
 
     model = settings.model
     if model.checkpoint is None:
         notes.append("model.checkpoint is null: the model starts from random weights")
         return None
     spec = official_spec_for(model)
-    if spec is not None:
+    if spec is None:
+        path = Path(model.checkpoint).expanduser()
+        if not path.is_file():
+            return missing_checkpoint_message(path)
+    else:
         cached = cached_checkpoint_path(model, spec)
         if not cached.is_file():
-            notes.append(f"{spec.checkpoint_filename} is not in the cache yet; it will be downloaded to {cached} on first use")
+            notes.append(
+                f"{spec.checkpoint_filename} is not in the cache yet; it will be downloaded to {cached} on first use"
+            )
             return None
     from sam2tool.models.build import build_model
 
