@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_venv = "yes"
-nox.options.error_on_missing_interpreters = False
-
-PYTHON = "3.11"
 
 
 def _build_cuda() -> str:
@@ -34,14 +32,14 @@ def install_project(session: nox.Session, extras: str = "dev") -> None:
     session.install("-e", f".[{extras}]")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (default selection: not slow, not gpu). Extra args go to pytest."""
     install_project(session)
     session.run("pytest", *(session.posargs or []), env={"PYTHONHASHSEED": "0"})
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
     session.install("ruff>=0.6")
@@ -49,8 +47,16 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", "sam2tool", "tests", "benchmarks", "noxfile.py")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def typecheck(session: nox.Session) -> None:
     """Mypy (strict) on the package."""
     install_project(session)
     session.run("mypy")
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Run every script in benchmarks/ (they print measured figures; nothing is asserted)."""
+    install_project(session)
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)

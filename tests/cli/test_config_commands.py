@@ -139,3 +139,14 @@ def test_validate_config_check_paths_on_official_checkpoint_not_cached(tmp_path:
     result = runner.invoke(app, ["validate-config", "--check-paths", str(path)])
     assert result.exit_code == 0
     assert "sam2.1_hiera_large.pt is not in the cache yet; it will be downloaded" in result.output
+
+
+def test_validate_config_applies_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "run.yaml"
+    runner.invoke(app, ["init-config", str(path)])
+    monkeypatch.setenv("SAM2TOOL_DATASET__IMAGE_SIZE", "500")
+    result = runner.invoke(app, ["validate-config", str(path)])
+    assert result.exit_code == 2
+    assert "environment variable SAM2TOOL_DATASET__IMAGE_SIZE: dataset.image_size: 500 is not a multiple of 32" in (
+        result.output
+    )
