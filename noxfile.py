@@ -26,8 +26,12 @@ def _build_cuda() -> str:
 
 
 def install_project(session: nox.Session, extras: str = "dev") -> None:
-    """Install torch, then sam2 (needs torch to build), then sam2tool and its extras."""
-    session.install("torch>=2.5.1", "torchvision>=0.20.1")
+    """Install torch, then sam2 (needs torch to build), then sam2tool and its extras.
+
+    setuptools and wheel go in with torch: sam2 builds with them without build isolation, and
+    virtual environments of Python 3.12+ no longer contain setuptools.
+    """
+    session.install("setuptools", "wheel", "torch>=2.5.1", "torchvision>=0.20.1")
     session.install("--no-build-isolation", "sam2>=1.1.0,<1.2", env={"SAM2_BUILD_CUDA": _build_cuda()})
     session.install("-e", f".[{extras}]")
 

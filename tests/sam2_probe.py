@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 
 
-def two_frame_outputs(model: torch.nn.Module, image_size: int, seed: int = 0) -> list[torch.Tensor]:
+def two_frame_outputs(
+    model: torch.nn.Module, image_size: int, seed: int = 0, device: str = "cpu"
+) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(2, 3, image_size, image_size, generator=generator)
+    images = torch.randn(2, 3, image_size, image_size, generator=generator).to(device)
     model.eval()
     outputs: list[torch.Tensor] = []
     with torch.no_grad():
@@ -22,8 +24,8 @@ def two_frame_outputs(model: torch.nn.Module, image_size: int, seed: int = 0) ->
             clicks = None
             if t == 0:
                 clicks = {
-                    "point_coords": torch.tensor([[[image_size / 2, image_size / 3]]]),
-                    "point_labels": torch.tensor([[1]], dtype=torch.int32),
+                    "point_coords": torch.tensor([[[image_size / 2, image_size / 3]]], device=device),
+                    "point_labels": torch.tensor([[1]], dtype=torch.int32, device=device),
                 }
             current = model.track_step(
                 frame_idx=t,

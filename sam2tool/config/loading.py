@@ -9,6 +9,8 @@ command line).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError
 
+from sam2tool.config.cross_checks import CROSS_CHECKS
 from sam2tool.config.problems import UNSET, ConfigError, ConfigProblem, did_you_mean
 from sam2tool.config.schema import (
     ENV_NESTED_DELIMITER,
     ENV_PREFIX,
+    SECTIONS,
     CrossFieldProblems,
     Sam2ToolSettings,
 )
@@ -30,7 +34,7 @@ from sam2tool.config.sources import (
     parse_overrides,
     read_yaml_config,
     set_path,
-    yaml_layer,
+    settings_layers,
 )
 
 
@@ -69,32 +73,82 @@ def load_settings_with_origins(
     for dotted, value in (flags or {}).items():
         if value is not None:
             set_path(cli, dotted.split("."), value)
-    with yaml_layer(layer):
+
+    problems = _unknown_environment_variables()
+    environment, environment_problem = _read_environment()
+    if environment_problem is not None:
+        # pydantic-settings stops at the first variable it cannot parse: report it, then
+        # validate everything else without the environment.
+        problems.append(environment_problem)
+    use_environment = environment_problem is None
+    origins = SettingsOrigins(cli, environment, layer)
+    with settings_layers(layer, environment=use_environment):
         try:
             settings = Sam2ToolSettings(**cli)
-        except SettingsError as exc:
-            raise ConfigError.single("", f"cannot parse an environment variable: {_settings_error_text(exc)}") from None
         except ValidationError as exc:
-            raise ConfigError(_problems(exc, SettingsOrigins(cli, _environment(), layer))) from None
-    return settings, SettingsOrigins(cli, _environment(), layer)
+            problems += _problems(exc, origins)
+    if problems:
+        raise ConfigError(problems)
+    return settings, origins
 
 
-def _settings_error_text(exc: SettingsError) -> str:
-    cause = exc.__cause__
-    text = str(exc)
-    if cause is not None:
-        text += f" ({cause})"
-    return (
-        text + f"; list values must be JSON, e.g. {ENV_PREFIX}MODEL{ENV_NESTED_DELIMITER}TRAINABLE_MODULES='[\"all\"]'"
-    )
-
-
-def _environment() -> dict[str, Any]:
-    """The ``SAM2TOOL_*`` environment variables as a nested mapping, as pydantic-settings sees them."""
+def _read_environment() -> tuple[dict[str, Any], ConfigProblem | None]:
+    """The ``SAM2TOOL_*`` variables as a nested mapping (as pydantic-settings sees them), or a problem."""
     try:
-        return EnvSettingsSource(Sam2ToolSettings)()
+        return EnvSettingsSource(Sam2ToolSettings)(), None
     except SettingsError:
-        return {}
+        pass
+    for name, value in _settings_variables().items():
+        if not (value.lstrip().startswith(("[", "{")) or _is_list_setting(name)):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            return {}, ConfigProblem(
+                key=_key_of_variable(name),
+                message=f'cannot parse environment variable {name}; lists must be JSON, e.g. {name}=\'["a", "b"]\'',
+                value=value,
+                source=f"environment variable {name}",
+            )
+    return {}, ConfigProblem(key="", message="cannot parse the SAM2TOOL_* environment variables; check their values")
+
+
+def _settings_variables() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.upper().startswith(ENV_PREFIX)}
+
+
+def _key_of_variable(name: str) -> str:
+    return name[len(ENV_PREFIX) :].lower().replace(ENV_NESTED_DELIMITER, ".")
+
+
+def _is_list_setting(name: str) -> bool:
+    parts = _key_of_variable(name).split(".")
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        return False
+    section = Sam2ToolSettings.model_fields[parts[0]].annotation
+    assert isinstance(section, type) and issubclass(section, BaseModel)
+    field = section.model_fields.get(parts[1])
+    return field is not None and "list" in str(field.annotation)
+
+
+def _unknown_environment_variables() -> list[ConfigProblem]:
+    """``SAM2TOOL_*`` variables that name no section (pydantic-settings would ignore them)."""
+    problems = []
+    for name in _settings_variables():
+        section = name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER)[0].lower()
+        if section in SECTIONS:
+            continue
+        variables = [f"{ENV_PREFIX}{s.upper()}{ENV_NESTED_DELIMITER}KEY" for s in SECTIONS]
+        guess = did_you_mean(section, SECTIONS, noun="sections")
+        problems.append(
+            ConfigProblem(
+                key="",
+                message=f"environment variable {name} names no setting ({guess}); "
+                f"settings variables look like {variables[0]}",
+                source=f"environment variable {name}",
+            )
+        )
+    return problems
 
 
 class SettingsOrigins:
@@ -108,50 +162,110 @@ class SettingsOrigins:
         return self.lookup(key.split("."))[1]
 
     def lookup(self, parts: Sequence[str]) -> tuple[Any, str | None]:
-        """Return ``(value, source)`` for a key path; ``(UNSET, None)`` when only the default sets it."""
-        value = get_path(self.cli, parts)
-        if value is not MISSING:
-            return value, "command line"
-        value = get_path(self.env, parts)
-        if value is not MISSING:
-            return value, "environment variable " + ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:2]).upper()
-        if self.yaml_file is not None:
-            value = get_path(self.yaml_file.data, parts)
+        """Return ``(value, source)`` for a key path; ``(UNSET, None)`` when only the default sets it.
+
+        A key missing from every layer (such as the second item of a one-item list) is
+        attributed to the nearest enclosing key that is set.
+        """
+        for depth in range(len(parts), 0, -1):
+            prefix = parts[:depth]
+            value = get_path(self.cli, prefix)
             if value is not MISSING:
-                return value, self.yaml_file.source_of(parts)
+                return (value if depth == len(parts) else UNSET), "command line"
+            value = get_path(self.env, prefix)
+            if value is not MISSING:
+                return (value if depth == len(parts) else UNSET), "environment variable " + self._variable(prefix)
+            if self.yaml_file is not None:
+                value = get_path(self.yaml_file.data, prefix)
+                if value is not MISSING:
+                    return (value if depth == len(parts) else UNSET), self.yaml_file.source_of(parts)
         return UNSET, None
 
+    @staticmethod
+    def _variable(parts: Sequence[str]) -> str:
+        """The variable that set ``parts``: ``SAM2TOOL_SECTION__KEY`` or, if that is unset, ``SAM2TOOL_SECTION``."""
+        names = {name.upper(): name for name in _settings_variables()}
+        for depth in (2, 1):
+            candidate = ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:depth]).upper()
+            if candidate in names:
+                return names[candidate]
+        return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:2]).upper()
 
-def _problems(exc: ValidationError, layers: SettingsOrigins) -> list[ConfigProblem]:
-    """Translate pydantic errors into one problem per key, merging the branches of union types."""
+
+def _problems(exc: ValidationError, origins: SettingsOrigins) -> list[ConfigProblem]:
+    """Translate pydantic errors into one problem per key, then add the cross-field problems."""
     merged: dict[str, ConfigProblem] = {}
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}
         cross = ctx.get("error")
         if isinstance(cross, CrossFieldProblems):
             for key, message in cross.problems:
-                value, source = layers.lookup(key.split("."))
+                value, source = origins.lookup(key.split("."))
                 merged.setdefault(key, ConfigProblem(key=key, message=message, value=value, source=source))
             continue
         parts, unknown = _key_parts(error["loc"], error["type"] == "extra_forbidden")
         key = ".".join(parts)
-        _, source = layers.lookup(parts)
+        _, source = origins.lookup(parts)
         if error["type"] == "extra_forbidden":
-            parent = "".join(f"{part}." for part in parts[:-1])
-            message = "unknown key; " + did_you_mean(unknown, _field_names(parts[:-1]), prefix=parent)
-            problem = ConfigProblem(key=key, message=message, source=source)
+            problem = ConfigProblem(key=key, message=_unknown_key_message(parts, unknown), source=source)
         else:
             message = _clean_message(error["msg"])
             problem = ConfigProblem(key=key, message=message, value=error.get("input", UNSET), source=source)
         previous = merged.get(key)
-        if previous is not None and message not in previous.message:
+        if previous is not None:
+            if problem.message in previous.message:
+                continue
             problem = ConfigProblem(
-                key=key, message=f"{previous.message}, or {message}", value=previous.value, source=previous.source
+                key=key,
+                message=f"{previous.message}, or {problem.message}",
+                value=previous.value,
+                source=previous.source,
             )
-        elif previous is not None:
-            continue
         merged[key] = problem
-    return sorted(merged.values(), key=_position_in_file)
+    problems = list(merged.values()) + _cross_field_problems_of_valid_keys(set(merged), origins)
+    return sorted(problems, key=_position_in_file)
+
+
+def _unknown_key_message(parts: Sequence[str], unknown: str) -> str:
+    parent = "".join(f"{part}." for part in parts[:-1])
+    message = "unknown key; " + did_you_mean(unknown, _field_names(parts[:-1]), prefix=parent)
+    if len(parts) == 1 and "." in unknown:
+        section, _, rest = unknown.partition(".")
+        message += f" (dotted keys are for the command line; in YAML write `{section}:` and under it `  {rest}: ...`)"
+    return message
+
+
+def _cross_field_problems_of_valid_keys(failed: set[str], origins: SettingsOrigins) -> list[ConfigProblem]:
+    """Run the cross-field rules whose keys are all valid, though other keys are not."""
+    problems = []
+    for check in CROSS_CHECKS:
+        if any(_overlaps(key, bad) for key in check.keys for bad in failed):
+            continue
+        try:
+            values = {key: _validated_value(key, origins) for key in check.keys}
+        except (ValidationError, ValueError, KeyError):
+            continue
+        for key, message in check.rule(values):
+            value, source = origins.lookup(key.split("."))
+            problems.append(ConfigProblem(key=key, message=message, value=value, source=source))
+    return problems
+
+
+def _overlaps(key: str, bad: str) -> bool:
+    return key == bad or key.startswith(bad + ".") or bad.startswith(key + ".") or bad == ""
+
+
+def _validated_value(key: str, origins: SettingsOrigins) -> Any:
+    """Validate one field on its own, from the layer that sets it (or its default)."""
+    section_name, name = key.split(".")
+    section = Sam2ToolSettings.model_fields[section_name].annotation
+    assert isinstance(section, type) and issubclass(section, BaseModel)
+    raw, _ = origins.lookup([section_name, name])
+    if raw is UNSET:
+        return section.model_fields[name].get_default(call_default_factory=True)
+    instance = section.model_construct()
+    section.__pydantic_validator__.validate_assignment(instance, name, raw)
+    return getattr(instance, name)
 
 
 def _position_in_file(problem: ConfigProblem) -> tuple[int, int]:
@@ -186,8 +300,7 @@ def _key_parts(loc: tuple[int | str, ...], extra: bool) -> tuple[list[str], str]
 def _field_names(section_parts: Sequence[str]) -> list[str]:
     cursor: Any = Sam2ToolSettings
     for part in section_parts:
-        annotation = cursor.model_fields[part].annotation
-        cursor = annotation
+        cursor = cursor.model_fields[part].annotation
     return list(cursor.model_fields)
 
 

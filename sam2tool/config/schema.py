@@ -2,8 +2,8 @@
 
 Field docstrings are the documentation users see: they become the comments of the YAML that
 ``sam2tool init-config`` writes and of the config reference. Unknown keys are errors in every
-section (``extra="forbid"``). Checks that involve several fields live in ``model_validator``s and
-name the dotted key to change.
+section (``extra="forbid"``). Checks that involve several fields are the rules of
+``sam2tool.config.cross_checks``; they name the dotted key to change.
 """
 
 from __future__ import annotations
@@ -18,12 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from sam2tool.models.registry import (
-    COMPONENTS,
-    ModelSize,
-    ModelVersion,
-    official_checkpoint_spec,
-)
+from sam2tool.config.cross_checks import cross_field_problems
+from sam2tool.models.registry import COMPONENTS, ModelSize, ModelVersion
 
 ENV_PREFIX = "SAM2TOOL_"
 ENV_NESTED_DELIMITER = "__"
@@ -39,6 +35,15 @@ class Section(BaseModel):
     """Base of every section: unknown keys are errors, docstrings document fields."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+def _expand_path(value: Any) -> Any:
+    """Refuse empty paths and expand ``~`` (pydantic would turn "" into the current folder)."""
+    if isinstance(value, str | Path):
+        if str(value).strip() == "":
+            raise ValueError("empty path; give a path or null")
+        return Path(value).expanduser()
+    return value
 
 
 class CrossFieldProblems(ValueError):
@@ -82,6 +87,18 @@ class ModelSettings(Section):
     """Stochastic depth rate of the Hiera image encoder during training (0.1 in the official
     SAM 2.1 fine-tune recipe)."""
 
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache_dir_path(cls, value: Any) -> Any:
+        return _expand_path(value)
+
+    @field_validator("download_url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "file://")):
+            raise ValueError("must start with http://, https:// or file://")
+        return value
+
     @field_validator("trainable_modules")
     @classmethod
     def _known_components(cls, value: list[str]) -> list[str]:
@@ -96,31 +113,6 @@ class ModelSettings(Section):
                     + " (or use 'all')"
                 )
         return value
-
-    @model_validator(mode="after")
-    def _checkpoint_matches_model(self) -> ModelSettings:
-        problems: list[tuple[str, str]] = []
-        if self.checkpoint == "official" and self.size == "micro":
-            problems.append(
-                (
-                    "model.checkpoint",
-                    "there is no official checkpoint for size micro; use null (random weights) "
-                    "or the path of a checkpoint you trained",
-                )
-            )
-        spec = official_checkpoint_spec(self.checkpoint) if self.checkpoint else None
-        if spec is not None and (spec.version, spec.size) != (self.version, self.size):
-            problems.append(
-                (
-                    "model.checkpoint",
-                    f"'{self.checkpoint}' is the {spec.display_name} checkpoint but the model is "
-                    f"{self.version} {self.size}; set model.version={spec.version} and "
-                    f"model.size={spec.size}, or use checkpoint 'official'",
-                )
-            )
-        if problems:
-            raise CrossFieldProblems(problems)
-        return self
 
 
 class DatasetSettings(Section):
@@ -150,6 +142,11 @@ class DatasetSettings(Section):
 
     num_workers: int = Field(default=4, ge=0)
     """Data loader worker processes per device (0 loads data in the training process)."""
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_path(cls, value: Any) -> Any:
+        return _expand_path(value)
 
     @field_validator("image_size")
     @classmethod
@@ -246,22 +243,6 @@ class TrainerSettings(Section):
             raise ValueError(f"a fraction must be at most 1.0, got {value}; use an integer for a count")
         return value
 
-    @model_validator(mode="after")
-    def _has_a_length(self) -> TrainerSettings:
-        problems: list[tuple[str, str]] = []
-        if self.max_epochs is None and self.max_steps is None:
-            problems.append(("trainer.max_epochs", "set trainer.max_epochs or trainer.max_steps"))
-        if self.accelerator == "cpu" and self.precision in ("16-mixed", "16-true"):
-            problems.append(
-                (
-                    "trainer.precision",
-                    f"{self.precision} does not run on the CPU; use bf16-mixed or 32-true with trainer.accelerator=cpu",
-                )
-            )
-        if problems:
-            raise CrossFieldProblems(problems)
-        return self
-
 
 class LossSettings(Section):
     """Weights of the official SAM 2 training loss (MultiStepMultiMasksAndIous)."""
@@ -290,12 +271,6 @@ class LossSettings(Section):
     iou_use_l1_loss: bool = True
     """Use an L1 loss (instead of MSE) for the IoU prediction."""
 
-    @model_validator(mode="after")
-    def _some_weight(self) -> LossSettings:
-        if not any((self.weight_mask, self.weight_dice, self.weight_iou, self.weight_class)):
-            raise CrossFieldProblems([("loss.weight_mask", "all loss weights are 0: nothing would be learned")])
-        return self
-
 
 class OptimizerSettings(Section):
     """AdamW with a separate image-encoder learning rate and layer-wise decay over Hiera blocks."""
@@ -320,6 +295,13 @@ class OptimizerSettings(Section):
 
     eps: float = Field(default=1e-8, gt=0)
     """AdamW epsilon."""
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _two_betas(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) != 2:
+            raise ValueError(f"give exactly two betas, e.g. [0.9, 0.999], got {list(value)}")
+        return value
 
     @field_validator("betas")
     @classmethod
@@ -384,6 +366,11 @@ class OutputSettings(Section):
     save_top_k: int = Field(default=1, ge=-1)
     """Keep this many best checkpoints by validation J&F (-1 keeps all, 0 none) besides last.ckpt."""
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _dir_path(cls, value: Any) -> Any:
+        return _expand_path(value)
+
 
 class Sam2ToolSettings(BaseSettings):
     """All of sam2tool's settings, validated.
@@ -395,6 +382,7 @@ class Sam2ToolSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTED_DELIMITER,
+        env_parse_none_str="null",
         extra="forbid",
         use_attribute_docstrings=True,
         validate_default=True,
@@ -440,25 +428,23 @@ class Sam2ToolSettings(BaseSettings):
         3. the YAML file given with ``--config`` (see ``sam2tool.config.sources``),
         then the defaults declared above. No .env or secrets files are read.
         """
-        from sam2tool.config.sources import YamlLayerSource
+        from sam2tool.config.sources import YamlLayerSource, environment_enabled
 
+        if not environment_enabled():
+            return (init_settings, YamlLayerSource(settings_cls))
         return (init_settings, env_settings, YamlLayerSource(settings_cls))
 
     @model_validator(mode="after")
-    def _cross_section_checks(self) -> Sam2ToolSettings:
-        problems: list[tuple[str, str]] = []
-        max_steps = self.trainer.max_steps
-        if max_steps is not None and self.scheduler.warmup_steps >= max_steps:
-            problems.append(
-                (
-                    "scheduler.warmup_steps",
-                    f"warmup of {self.scheduler.warmup_steps} steps is not shorter than "
-                    f"trainer.max_steps={max_steps}; lower the warmup or train longer",
-                )
-            )
+    def _cross_field_checks(self) -> Sam2ToolSettings:
+        problems = cross_field_problems(self.value_of)
         if problems:
             raise CrossFieldProblems(problems)
         return self
+
+    def value_of(self, dotted_key: str) -> Any:
+        """The value of a dotted key such as ``dataset.image_size``."""
+        section, name = dotted_key.split(".")
+        return getattr(getattr(self, section), name)
 
 
 SECTIONS: tuple[str, ...] = tuple(Sam2ToolSettings.model_fields)

@@ -61,29 +61,47 @@ class YamlLayer:
         return str(self.path)
 
 
-_CURRENT_YAML: ContextVar[YamlLayer | None] = ContextVar("sam2tool_yaml_layer", default=None)
+@dataclass(frozen=True)
+class _Layers:
+    yaml_file: YamlLayer | None = None
+    environment: bool = True
+
+
+_NO_LAYERS = _Layers()
+_CURRENT: ContextVar[_Layers | None] = ContextVar("sam2tool_settings_layers", default=None)
 
 
 @contextlib.contextmanager
-def yaml_layer(layer: YamlLayer | None) -> Iterator[None]:
-    """Make ``layer`` the YAML source of settings built inside the block."""
-    token = _CURRENT_YAML.set(layer)
+def settings_layers(yaml_file: YamlLayer | None, *, environment: bool = True) -> Iterator[None]:
+    """Make ``yaml_file`` the YAML source of settings built inside the block.
+
+    Args:
+        yaml_file: The parsed config file, or None.
+        environment: Whether ``SAM2TOOL_*`` environment variables are read (presets are not).
+
+    """
+    token = _CURRENT.set(_Layers(yaml_file, environment))
     try:
         yield
     finally:
-        _CURRENT_YAML.reset(token)
+        _CURRENT.reset(token)
+
+
+def environment_enabled() -> bool:
+    """Whether settings built now read the environment (see :func:`settings_layers`)."""
+    return (_CURRENT.get() or _NO_LAYERS).environment
 
 
 class YamlLayerSource(PydanticBaseSettingsSource):
-    """pydantic-settings source returning the YAML file set by :func:`yaml_layer` (or nothing)."""
+    """pydantic-settings source returning the YAML file set by :func:`settings_layers` (or nothing)."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         """Unused: the whole mapping is returned by ``__call__``."""
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        """Return the YAML layer's data (a copy), or an empty mapping outside ``yaml_layer``."""
-        layer = _CURRENT_YAML.get()
+        """Return the YAML layer's data (a copy), or an empty mapping outside ``settings_layers``."""
+        layer = (_CURRENT.get() or _NO_LAYERS).yaml_file
         return copy.deepcopy(layer.data) if layer is not None else {}
 
 
@@ -114,15 +132,15 @@ def read_yaml_config(path: Path) -> YamlLayer:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        what = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError.single("", f"YAML syntax error at {where}: {what}") from None
+        raise ConfigError.single("", _syntax_error(path, exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError.single("", f"{path} is not valid YAML: {exc}") from None
     finally:
         loader.dispose()
 
+    if isinstance(data, dict):
+        # A section whose keys are all commented out reads as null: it means "defaults".
+        data = {key: ({} if value is None else value) for key, value in data.items()}
     if data is None:
         raise ConfigError.single(
             "", f"{path} is empty; write the settings to change, or run `sam2tool init-config {path} --force`"
@@ -135,23 +153,46 @@ def read_yaml_config(path: Path) -> YamlLayer:
         )
     assert node is not None  # data is a mapping, so the document has a node
     lines: dict[KeyPath, int] = {}
-    duplicates: list[ConfigProblem] = []
-    _index_lines(node, (), lines, duplicates, path)
-    if duplicates:
-        raise ConfigError(duplicates)
+    problems: list[ConfigProblem] = []
+    _index_lines(node, (), lines, problems, path)
+    if problems:
+        raise ConfigError(problems)
     return YamlLayer(path=path, data=data, lines=lines)
 
 
+def _syntax_error(path: Path, exc: yaml.MarkedYAMLError) -> str:
+    """``YAML syntax error at file:line:col: what (while ... that starts at line N)``."""
+    found, start = exc.problem_mark, exc.context_mark
+    mark = found or start
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    text = f"YAML syntax error at {where}: {exc.problem or exc.context or 'invalid YAML'}"
+    if exc.context and exc.problem:
+        text += f" ({exc.context}"
+        if start is not None and found is not None and start.line != found.line:
+            text += f" that starts at line {start.line + 1}"
+        text += ")"
+    return text
+
+
 def _index_lines(
-    node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int], duplicates: list[ConfigProblem], path: Path
+    node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int], problems: list[ConfigProblem], path: Path
 ) -> None:
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
         key_path = (*prefix, str(key_node.value))
         line = key_node.start_mark.line + 1
+        if key_node.tag != "tag:yaml.org,2002:str":
+            problems.append(
+                ConfigProblem(
+                    key=".".join(key_path),
+                    message="keys must be names such as model or image_size; quote it if it really is one",
+                    source=f"{path}:{line}",
+                )
+            )
+            continue
         if key_path in lines:
-            duplicates.append(
+            problems.append(
                 ConfigProblem(
                     key=".".join(key_path),
                     message=f"key appears twice (lines {lines[key_path]} and {line}); keep one",
@@ -160,7 +201,7 @@ def _index_lines(
             )
             continue
         lines[key_path] = line
-        _index_lines(value_node, key_path, lines, duplicates, path)
+        _index_lines(value_node, key_path, lines, problems, path)
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:

@@ -27,8 +27,8 @@ def render_settings_yaml(settings: Sam2ToolSettings, title: str) -> str:
     lines = [
         *_comment(title, indent=""),
         "#",
-        "# Check it with `sam2tool validate-config FILE`. Any key can be overridden on the command line",
-        "# (optimizer.lr=3e-5) or with an environment variable (SAM2TOOL_OPTIMIZER__LR=3e-5).",
+        "# Check it with `sam2tool validate-config FILE`. Any key can be overridden with an environment",
+        "# variable (SAM2TOOL_OPTIMIZER__LR=3e-5) or, for commands that run a model, a key.path=value argument.",
         "",
     ]
     data = settings.model_dump(mode="json")

@@ -48,11 +48,11 @@ def read_state_dict(path: Path) -> StateDict:
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Detected pickle protocol 4"
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        if "Unsupported global" in str(exc):
             raise CheckpointError(
-                f"refused to load {path}: it contains Python objects that would run code when "
-                "unpickled (only tensors and plain containers are allowed); if you trust the file, "
-                "re-save its weights with torch.save({'model': state_dict}, path)"
+                f"refused to load {path}: it holds Python objects other than tensors and plain "
+                "containers, and unpickling them could run code; if you trust the file, re-save its "
+                "weights with torch.save({'model': state_dict}, path)"
             ) from None
         raise CheckpointError(_not_a_checkpoint(path)) from None
     except OSError as exc:
@@ -63,6 +63,12 @@ def read_state_dict(path: Path) -> StateDict:
 
 
 def _not_a_checkpoint(path: Path, exc: BaseException | None = None) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(64).lstrip()
+    if head[:1] == b"<":
+        return f"{path} is not a PyTorch checkpoint: it is an HTML/XML page (a failed download?); delete it"
+    if head[:1] in (b"{", b"["):
+        return f"{path} is not a PyTorch checkpoint: it is a JSON/text file"
     detail = f" ({str(exc).splitlines()[0]})" if exc is not None and str(exc) else ""
     return f"{path} is not a readable PyTorch checkpoint; it may be truncated or corrupt{detail}"
 

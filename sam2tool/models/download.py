@@ -25,6 +25,7 @@ from sam2tool.models.registry import ModelSpec, get_spec, official_checkpoint_sp
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives; Meta's checkpoints are such files
 
 
 def default_cache_dir() -> Path:
@@ -80,8 +81,9 @@ def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Pat
 
 def missing_checkpoint_message(path: Path) -> str:
     """What to say when ``model.checkpoint`` names a file that is not there."""
+    what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
     return (
-        f"{path} does not exist; give the path of a .pt/.ckpt file, an official name such as "
+        f"{path} {what}; give the path of a .pt/.ckpt file, an official name such as "
         "sam2.1_hiera_tiny, 'official', or null for random weights"
     )
 
@@ -106,6 +108,13 @@ def download_file(url: str, destination: Path, *, progress: bool = True, timeout
                 raise DownloadError(
                     f"download of {url} stopped after {written} of {total} bytes; run the command again to retry"
                 )
+            with open(tmp, "rb") as fh:
+                head = fh.read(4)
+            if head != _ZIP_MAGIC:
+                raise DownloadError(
+                    f"{url} did not return a PyTorch checkpoint (the answer starts with {head!r}); "
+                    "check model.download_url, or download the file yourself"
+                )
     except urllib.error.HTTPError as exc:
         raise DownloadError(
             f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; {hint}"
@@ -116,6 +125,12 @@ def download_file(url: str, destination: Path, *, progress: bool = True, timeout
     except http.client.IncompleteRead as exc:
         raise DownloadError(
             f"download of {url} stopped after {len(exc.partial)} bytes; run the command again to retry"
+        ) from None
+    except ValueError as exc:  # malformed URL
+        raise DownloadError(f"cannot download {url}: {exc}; check model.download_url") from None
+    except OSError as exc:  # the cache folder: not writable, a file in the way, disk full
+        raise DownloadError(
+            f"cannot write {destination}: {exc.strerror or exc}; set model.cache_dir to a writable folder"
         ) from None
 
 

@@ -12,6 +12,7 @@ from sam2tool.config.loading import SettingsOrigins, load_settings_with_origins
 from sam2tool.config.presets import DEFAULT_PRESET, PRESETS
 from sam2tool.config.problems import ConfigError, ConfigProblem, did_you_mean
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.config.sources import settings_layers
 from sam2tool.config.yaml_writer import render_settings_yaml
 from sam2tool.errors import Sam2ToolError, UsageError
 
@@ -25,7 +26,8 @@ def preset_settings(preset: str) -> Sam2ToolSettings:
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset '{preset}'; " + did_you_mean(preset, PRESETS, noun="presets"))
-    return Sam2ToolSettings.model_validate(PRESETS[preset].values)
+    with settings_layers(None, environment=False):
+        return Sam2ToolSettings(**PRESETS[preset].values)
 
 
 def preset_yaml(preset: str) -> str:
@@ -116,10 +118,11 @@ def validate_configs(paths: Sequence[Path], check_paths: bool = False) -> list[F
 def check_referenced_paths(
     settings: Sam2ToolSettings, origins: SettingsOrigins
 ) -> tuple[list[ConfigProblem], list[str]]:
-    """Check that the data folder, the checkpoint and the output folder are usable.
+    """Check that the data folder, the model, the checkpoint and the output folder are usable.
 
-    A local checkpoint is opened (safely) and checked against the configured model; an official
-    checkpoint that is not cached yet is only a note, since it is downloaded on first use.
+    The model is built with random weights to check ``model.trainable_modules``; a local (or
+    cached official) checkpoint is then opened safely and loaded into it. An official checkpoint
+    that is not cached yet is only a note, since it is downloaded on first use.
 
     Returns:
         Problems and notes.
@@ -134,6 +137,8 @@ def check_referenced_paths(
     root = settings.dataset.root
     if root is None:
         notes.append("dataset.root is not set; train and evaluate need it")
+    elif root.is_file():
+        problem("dataset.root", f"{root} is a file; give the folder written by `sam2tool prepare-data`", str(root))
     elif not root.is_dir():
         problem("dataset.root", f"folder {root} does not exist; create it with `sam2tool prepare-data`", str(root))
     else:
@@ -153,35 +158,50 @@ def check_referenced_paths(
     if output_dir.exists() and not output_dir.is_dir():
         problem("output.dir", f"{output_dir} is a file; runs need a folder there", str(output_dir))
 
-    checkpoint_problem = _check_checkpoint(settings, notes)
-    if checkpoint_problem is not None:
-        problem("model.checkpoint", checkpoint_problem, settings.model.checkpoint)
+    for found in _check_model(settings, notes):
+        problem(found.key, found.message, found.value)
     return problems, notes
 
 
-def _check_checkpoint(settings: Sam2ToolSettings, notes: list[str]) -> str | None:
+def _check_model(settings: Sam2ToolSettings, notes: list[str]) -> list[ConfigProblem]:
+    """Check model.trainable_modules and the checkpoint against the model they are for.
+
+    The model is built with random weights; the checkpoint is loaded into it if there is a file.
+    """
+    from sam2tool.models.build import apply_trainable_modules, compose_model_config, instantiate_model
+    from sam2tool.models.checkpoints import load_into, read_state_dict
     from sam2tool.models.download import cached_checkpoint_path, missing_checkpoint_message, official_spec_for
+    from sam2tool.models.registry import get_spec
 
-    model = settings.model
-    if model.checkpoint is None:
-        notes.append("model.checkpoint is null: the model starts from random weights")
-        return None
-    spec = official_spec_for(model)
-    if spec is None:
-        path = Path(model.checkpoint).expanduser()
-        if not path.is_file():
-            return missing_checkpoint_message(path)
-    else:
-        cached = cached_checkpoint_path(model, spec)
-        if not cached.is_file():
-            notes.append(
-                f"{spec.checkpoint_filename} is not in the cache yet; it will be downloaded to {cached} on first use"
-            )
-            return None
-    from sam2tool.models.build import build_model
-
+    model_settings = settings.model
+    spec = get_spec(model_settings.version, model_settings.size)
+    model = instantiate_model(compose_model_config(spec, settings.dataset.image_size))
+    found: list[ConfigProblem] = []
     try:
-        build_model(model, settings.dataset.image_size, progress=False)
-    except Sam2ToolError as exc:
-        return str(exc)
-    return None
+        apply_trainable_modules(model, model_settings.trainable_modules)
+    except ConfigError as exc:
+        found += exc.problems
+
+    checkpoint: Path | None = None
+    if model_settings.checkpoint is None:
+        notes.append("model.checkpoint is null: the model starts from random weights")
+    elif (official := official_spec_for(model_settings)) is not None:
+        checkpoint = cached_checkpoint_path(model_settings, official)
+        if not checkpoint.is_file():
+            notes.append(
+                f"{official.checkpoint_filename} is not in the cache yet; it will be downloaded to {checkpoint} "
+                "on first use"
+            )
+            checkpoint = None
+    else:
+        path = Path(model_settings.checkpoint).expanduser()
+        if path.is_file():
+            checkpoint = path
+        else:
+            found.append(ConfigProblem("model.checkpoint", missing_checkpoint_message(path), model_settings.checkpoint))
+    if checkpoint is not None:
+        try:
+            load_into(model, read_state_dict(checkpoint), checkpoint, spec)
+        except Sam2ToolError as exc:
+            found.append(ConfigProblem("model.checkpoint", str(exc), model_settings.checkpoint))
+    return found

@@ -150,3 +150,24 @@ def test_validate_config_applies_the_environment(tmp_path: Path, monkeypatch: py
     assert "environment variable SAM2TOOL_DATASET__IMAGE_SIZE: dataset.image_size: 500 is not a multiple of 32" in (
         result.output
     )
+
+
+def test_init_config_ignores_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAM2TOOL_DATASET__IMAGE_SIZE", "500")
+    monkeypatch.setenv("SAM2TOOL_OPTIMIZER__LR", "0.5")
+    path = tmp_path / "run.yaml"
+    result = runner.invoke(app, ["init-config", str(path), "--preset", "micro"])
+    assert result.exit_code == 0, result.output
+    text = path.read_text()
+    assert "  image_size: 128\n" in text
+    assert "  lr: 0.001\n" in text
+
+
+def test_validate_config_keeps_going_after_a_file_with_odd_keys(tmp_path: Path, write_file: WriteFile) -> None:
+    odd = write_file("odd.yaml", "1: x\n")
+    good = tmp_path / "good.yaml"
+    runner.invoke(app, ["init-config", str(good)])
+    result = runner.invoke(app, ["validate-config", "--json", str(odd), str(good)])
+    assert result.exit_code == 2
+    report = json.loads(result.output)
+    assert [f["ok"] for f in report["files"]] == [False, True]

@@ -144,7 +144,8 @@ def test_problem_from_environment_names_the_variable(monkeypatch: pytest.MonkeyP
         ("- model\n- dataset\n", "holds a list, but a config must be a mapping of sections"),
         ("42\n", "holds a int"),
         ("model:\n  size: tiny\n size: small\n", "YAML syntax error at .*c.yaml:3"),
-        ("model: [unclosed\n", "YAML syntax error at .*c.yaml:2"),
+        ("model: [unclosed\n", "YAML syntax error at .*c.yaml:2.*flow sequence that starts at line 1"),
+        ('model:\n  size: "tiny\nx: 1\n', "YAML syntax error at .*c.yaml:4.*quoted scalar that starts at line 2"),
         ("model:\n  size: tiny\n  size: small\n", "model.size: key appears twice \\(lines 2 and 3\\)"),
     ],
 )
@@ -173,3 +174,98 @@ def test_section_that_is_not_a_mapping(write_file: WriteFile) -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_settings(path)
     assert f"{path}:1: model:" in str(excinfo.value)
+
+
+def test_null_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAM2TOOL_MODEL__CHECKPOINT", "null")
+    monkeypatch.setenv("SAM2TOOL_MODEL__SIZE", "micro")
+    assert load_settings().model.checkpoint is None
+
+
+def test_environment_variable_naming_no_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAM2TOOL_MODLE__SIZE", "tiny")
+    monkeypatch.setenv("SAM2TOOL_DATASET_IMAGE_SIZE", "500")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings()
+    text = str(excinfo.value)
+    assert "environment variable SAM2TOOL_MODLE__SIZE names no setting (did you mean 'model'?)" in text
+    assert "environment variable SAM2TOOL_DATASET_IMAGE_SIZE names no setting" in text
+
+
+def test_unparseable_environment_list_names_the_variable_and_other_problems_still_show(
+    write_file: WriteFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAM2TOOL_MODEL__TRAINABLE_MODULES", "sam_mask_decoder")
+    path = write_file("c.yaml", "dataset:\n  image_size: 500\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path)
+    found = problems_of(excinfo)
+    assert (
+        "cannot parse environment variable SAM2TOOL_MODEL__TRAINABLE_MODULES; lists must be JSON"
+        in (found["model.trainable_modules"])
+    )
+    assert "multiple of 32" in found["dataset.image_size"]
+
+
+def test_whole_section_from_one_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAM2TOOL_DATASET", '{"image_size": 500}')
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings()
+    assert problems_of(excinfo)["dataset.image_size"].startswith("environment variable SAM2TOOL_DATASET: ")
+
+
+def test_cross_field_problems_are_reported_with_field_problems(write_file: WriteFile) -> None:
+    path = write_file(
+        "c.yaml",
+        "model:\n  size: micro\n  checkpoint: official\n  drop_path_rate: 2\n"
+        "trainer:\n  max_steps: 10\n  max_epochs: null\nscheduler:\n  warmup_steps: 100\noptimizer:\n  lr: -1\n",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path)
+    found = problems_of(excinfo)
+    assert set(found) == {"model.checkpoint", "model.drop_path_rate", "scheduler.warmup_steps", "optimizer.lr"}
+    assert found["model.checkpoint"].startswith(f"{path}:3: model.checkpoint: there is no official checkpoint")
+    assert found["scheduler.warmup_steps"].startswith(f"{path}:9:")
+
+
+def test_non_string_keys(write_file: WriteFile) -> None:
+    path = write_file("c.yaml", "1: x\nmodel:\n  null: 3\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path)
+    found = problems_of(excinfo)
+    assert found["1"] == f"{path}:1: 1: keys must be names such as model or image_size; quote it if it really is one"
+    assert found["model.null"].startswith(f"{path}:3:")
+
+
+def test_dotted_key_in_yaml_gets_a_hint(write_file: WriteFile) -> None:
+    path = write_file("c.yaml", "model.size: small\n")
+    with pytest.raises(ConfigError, match=r"in YAML write `model:` and under it `  size: \.\.\.`"):
+        load_settings(path)
+
+
+def test_section_with_every_key_commented_out_means_defaults(write_file: WriteFile) -> None:
+    path = write_file("c.yaml", "model:\n  # size: large\ndataset:\n  image_size: 256\n")
+    assert load_settings(path).model.size == "tiny"
+
+
+def test_one_beta_names_the_file(write_file: WriteFile) -> None:
+    path = write_file("c.yaml", "optimizer:\n  betas: [0.9]\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path)
+    assert problems_of(excinfo)["optimizer.betas"].startswith(f"{path}:2: optimizer.betas: give exactly two betas")
+
+
+def test_paths_expand_home_and_empty_paths_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = load_settings(None, ["dataset.root=~/data", "output.dir=~/runs", "model.cache_dir=~/cache"])
+    assert settings.dataset.root == tmp_path / "data"
+    assert settings.output.dir == tmp_path / "runs"
+    assert settings.model.cache_dir == tmp_path / "cache"
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(None, ["dataset.root=''", "output.dir=''"])
+    assert set(problems_of(excinfo)) == {"dataset.root", "output.dir"}
+
+
+def test_download_url_needs_a_scheme() -> None:
+    with pytest.raises(ConfigError, match=r"model\.download_url: must start with http://, https:// or file://"):
+        load_settings(None, ["model.download_url=mirror.local/files"])

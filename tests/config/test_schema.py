@@ -112,3 +112,9 @@ def test_every_field_is_documented() -> None:
         assert section_cls is not None and section_cls.__doc__, section_name
         for name, field in section_cls.model_fields.items():  # type: ignore[union-attr]
             assert field.description and len(field.description) > 10, f"{section_name}.{name} has no docstring"
+
+
+def test_micro_with_an_official_name_gets_a_valid_suggestion() -> None:
+    message = rejected("model.size=micro", "model.checkpoint=sam2.1_hiera_tiny")["model.checkpoint"]
+    assert "micro has no official checkpoint: use null" in message
+    assert "use checkpoint 'official'" not in message

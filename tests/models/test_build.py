@@ -109,3 +109,28 @@ def test_build_is_deterministic_under_a_seed(micro_settings: ModelSettings) -> N
     torch.manual_seed(0)
     b = build_model(micro_settings, 64).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["tiny", "small", "base_plus", "large"])
+@pytest.mark.parametrize("version", ["sam2", "sam2.1"])
+def test_every_official_architecture_tracks_at_1024(version: str, size: str) -> None:
+    built = build_model(ModelSettings(version=version, size=size, checkpoint=None), 1024)  # type: ignore[arg-type]
+    outputs = two_frame_outputs(built.model, 1024)
+    assert outputs[3].shape[-2:] == (256, 256)
+    assert all(torch.isfinite(t).all() for t in outputs)
+
+
+@pytest.mark.gpu
+def test_micro_on_cuda_matches_cpu_and_runs_in_bf16(micro_settings: ModelSettings) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    torch.manual_seed(0)
+    model = build_model(micro_settings, 128).model
+    cpu = two_frame_outputs(model, 128)
+    gpu = two_frame_outputs(model.cuda(), 128, device="cuda")
+    for a, b in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        bf16 = two_frame_outputs(model, 128, device="cuda")
+    assert all(torch.isfinite(t.float()).all() for t in bf16)

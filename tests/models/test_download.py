@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def test_official_checkpoint_is_downloaded_once_and_loads(file_server: FileServe
 
 
 def test_official_name_and_custom_cache_dir(file_server: FileServer, tmp_path: Path) -> None:
-    file_server.files["/sam2_hiera_small.pt"] = b"x" * 10
+    file_server.files["/sam2_hiera_small.pt"] = b"PK\x03\x04" + b"x" * 10
     settings = ModelSettings(
         size="small",
         version="sam2",
@@ -93,7 +94,56 @@ def test_offline_error_says_what_to_do(tmp_path: Path) -> None:
     assert not (tmp_path / "c" / "sam2.1_hiera_tiny.pt").exists()
 
 
-def test_progress_bar_runs(file_server: FileServer, tmp_path: Path) -> None:
-    file_server.files["/p.pt"] = b"abc" * 100_000
+class RecordingProgress:
+    """Stands in for rich's Progress and records what the download reported."""
+
+    instances: ClassVar[list[RecordingProgress]] = []
+
+    def __init__(self, *columns: object, disable: bool, transient: bool) -> None:
+        self.disable, self.tasks, self.advanced = disable, [], 0
+        RecordingProgress.instances.append(self)
+
+    def __enter__(self) -> RecordingProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def add_task(self, description: str, total: int | None) -> int:
+        self.tasks.append((description, total))
+        return 0
+
+    def update(self, task: int, advance: int) -> None:
+        self.advanced += advance
+
+
+def test_progress_bar_reports_every_byte(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sam2tool.models.download as download
+
+    monkeypatch.setattr(download, "Progress", RecordingProgress)
+    body = b"PK\x03\x04" + b"abc" * 1_000_000
+    file_server.files["/p.pt"] = body
     download_file(f"{file_server.url}/p.pt", tmp_path / "p.pt", progress=True)
-    assert (tmp_path / "p.pt").read_bytes() == b"abc" * 100_000
+    (bar,) = RecordingProgress.instances
+    assert not bar.disable
+    assert bar.tasks == [("Downloading p.pt", len(body))]
+    assert bar.advanced == len(body)
+    assert (tmp_path / "p.pt").read_bytes() == body
+
+
+def test_an_html_page_is_not_cached_as_a_checkpoint(file_server: FileServer, tmp_path: Path) -> None:
+    file_server.files["/sam2.1_hiera_tiny.pt"] = b"<html><body>Please sign in</body></html>"
+    settings = ModelSettings(size="tiny", download_url=file_server.url, cache_dir=tmp_path / "c")
+    with pytest.raises(DownloadError, match=r"did not return a PyTorch checkpoint \(the answer starts with b'<htm'\)"):
+        resolve_checkpoint(settings, progress=False)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_cache_dir_that_is_a_file(file_server: FileServer, tmp_path: Path) -> None:
+    (tmp_path / "c").write_text("not a folder")
+    file_server.files["/sam2.1_hiera_tiny.pt"] = b"PK\x03\x04"
+    settings = ModelSettings(size="tiny", download_url=file_server.url, cache_dir=tmp_path / "c")
+    with pytest.raises(DownloadError, match=r"set model\.cache_dir to a writable folder"):
+        resolve_checkpoint(settings, progress=False)

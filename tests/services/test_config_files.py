@@ -70,3 +70,29 @@ def test_output_dir_that_is_a_file(tmp_path: Path) -> None:
     config.write_text(f"model:\n  size: micro\n  checkpoint: null\noutput:\n  dir: {tmp_path / 'out'}\n")
     (report,) = validate_configs([config], check_paths=True)
     assert [p.key for p in report.problems] == ["output.dir"]
+
+
+def test_trainable_modules_are_checked_under_their_own_key(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "model:\n  size: micro\n  version: sam2\n  checkpoint: null\n  trainable_modules: [no_obj_embed_spatial]\n"
+    )
+    (report,) = validate_configs([config], check_paths=True)
+    (problem,) = report.problems
+    assert problem.key == "model.trainable_modules"
+    assert problem.source == f"{config}:5"
+    assert problem.render().count("(got") == 1
+
+
+def test_checkpoint_that_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    (report,) = validate_configs([config_for(tmp_path, tmp_path / "ckpt")], check_paths=True)
+    assert "is a folder, not a checkpoint file" in report.problems[0].message
+
+
+def test_dataset_root_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("x")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  size: micro\n  checkpoint: null\ndataset:\n  root: {tmp_path / 'data'}\n")
+    (report,) = validate_configs([config], check_paths=True)
+    assert "is a file; give the folder written by `sam2tool prepare-data`" in report.problems[0].message

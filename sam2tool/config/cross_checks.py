@@ -1,0 +1,111 @@
+"""Rules that involve several settings, written down once as a table.
+
+Each rule names the dotted keys it reads and returns ``(dotted key, message)`` pairs for what is
+wrong. The settings class runs every rule on valid settings; when some fields are invalid, the
+loader still runs the rules whose keys are all valid, so that every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sam2tool.models.registry import official_checkpoint_spec
+
+Problems = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """A rule over several settings.
+
+    Attributes:
+        keys: The dotted keys the rule reads.
+        rule: Takes ``{dotted key: validated value}`` and returns the problems found.
+
+    """
+
+    keys: tuple[str, ...]
+    rule: Callable[[Mapping[str, Any]], Problems]
+
+
+def _training_length(v: Mapping[str, Any]) -> Problems:
+    if v["trainer.max_epochs"] is None and v["trainer.max_steps"] is None:
+        return [("trainer.max_epochs", "set trainer.max_epochs or trainer.max_steps (both are null)")]
+    return []
+
+
+def _warmup_shorter_than_training(v: Mapping[str, Any]) -> Problems:
+    warmup, max_steps = v["scheduler.warmup_steps"], v["trainer.max_steps"]
+    if max_steps is not None and warmup >= max_steps:
+        return [
+            (
+                "scheduler.warmup_steps",
+                f"warmup of {warmup} steps is not shorter than trainer.max_steps={max_steps}; "
+                "lower the warmup or train longer",
+            )
+        ]
+    return []
+
+
+def _half_precision_needs_a_gpu(v: Mapping[str, Any]) -> Problems:
+    precision = v["trainer.precision"]
+    if v["trainer.accelerator"] == "cpu" and precision in ("16-mixed", "16-true"):
+        return [
+            (
+                "trainer.precision",
+                f"{precision} does not run on the CPU; use bf16-mixed or 32-true with trainer.accelerator=cpu",
+            )
+        ]
+    return []
+
+
+def _checkpoint_matches_model(v: Mapping[str, Any]) -> Problems:
+    checkpoint, version, size = v["model.checkpoint"], v["model.version"], v["model.size"]
+    if checkpoint == "official" and size == "micro":
+        return [
+            (
+                "model.checkpoint",
+                "there is no official checkpoint for size micro; use null (random weights) "
+                "or the path of a checkpoint you trained",
+            )
+        ]
+    spec = official_checkpoint_spec(checkpoint) if checkpoint else None
+    if spec is None or (spec.version, spec.size) == (version, size):
+        return []
+    fix = (
+        "micro has no official checkpoint: use null or the path of a checkpoint you trained"
+        if size == "micro"
+        else "or use checkpoint 'official'"
+    )
+    return [
+        (
+            "model.checkpoint",
+            f"'{checkpoint}' is the {spec.display_name} checkpoint but the model is {version} {size}; "
+            f"set model.version={spec.version} and model.size={spec.size}, {fix}",
+        )
+    ]
+
+
+def _some_loss(v: Mapping[str, Any]) -> Problems:
+    if not any(v[key] for key in v):
+        return [("loss.weight_mask", "all loss weights are 0: nothing would be learned")]
+    return []
+
+
+CROSS_CHECKS: tuple[CrossCheck, ...] = (
+    CrossCheck(("model.checkpoint", "model.version", "model.size"), _checkpoint_matches_model),
+    CrossCheck(("trainer.max_epochs", "trainer.max_steps"), _training_length),
+    CrossCheck(("trainer.precision", "trainer.accelerator"), _half_precision_needs_a_gpu),
+    CrossCheck(("scheduler.warmup_steps", "trainer.max_steps"), _warmup_shorter_than_training),
+    CrossCheck(("loss.weight_mask", "loss.weight_dice", "loss.weight_iou", "loss.weight_class"), _some_loss),
+)
+
+
+def cross_field_problems(value_of: Callable[[str], Any]) -> Problems:
+    """Run every rule, reading values with ``value_of(dotted key)``."""
+    problems: Problems = []
+    for check in CROSS_CHECKS:
+        problems += check.rule({key: value_of(key) for key in check.keys})
+    return problems
