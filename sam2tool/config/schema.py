@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,6 +46,10 @@ def _expand_path(value: Any) -> Any:
     return value
 
 
+#: A path from the user: ``~`` expanded, empty refused.
+UserPath = Annotated[Path, BeforeValidator(_expand_path)]
+
+
 class CrossFieldProblems(ValueError):
     """Raised by cross-field checks; carries ``(dotted key, message)`` pairs for the loader."""
 
@@ -70,7 +74,7 @@ class ModelSettings(Section):
     file (official {"model": ...} format, a sam2tool checkpoint or a plain state dict), or null for
     random initialisation."""
 
-    cache_dir: Path | None = None
+    cache_dir: UserPath | None = None
     """Folder for downloaded official checkpoints; null means $XDG_CACHE_HOME/sam2tool or
     ~/.cache/sam2tool."""
 
@@ -86,11 +90,6 @@ class ModelSettings(Section):
     drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Stochastic depth rate of the Hiera image encoder during training (0.1 in the official
     SAM 2.1 fine-tune recipe)."""
-
-    @field_validator("cache_dir", mode="before")
-    @classmethod
-    def _cache_dir_path(cls, value: Any) -> Any:
-        return _expand_path(value)
 
     @field_validator("download_url")
     @classmethod
@@ -118,7 +117,7 @@ class ModelSettings(Section):
 class DatasetSettings(Section):
     """Training data: a folder written by `sam2tool prepare-data` and how clips are sampled."""
 
-    root: Path | None = None
+    root: UserPath | None = None
     """Folder written by `sam2tool prepare-data` (JPEGImages/, Annotations/, manifest.json,
     splits/). Required for train and evaluate."""
 
@@ -142,11 +141,6 @@ class DatasetSettings(Section):
 
     num_workers: int = Field(default=4, ge=0)
     """Data loader worker processes per device (0 loads data in the training process)."""
-
-    @field_validator("root", mode="before")
-    @classmethod
-    def _root_path(cls, value: Any) -> Any:
-        return _expand_path(value)
 
     @field_validator("image_size")
     @classmethod
@@ -360,16 +354,11 @@ class LoggingSettings(Section):
 class OutputSettings(Section):
     """Where runs are written."""
 
-    dir: Path = Path("outputs")
+    dir: UserPath = Path("outputs")
     """Parent folder of run folders; each run writes to <dir>/YYYY-MM-DD/HH-MM-SS/."""
 
     save_top_k: int = Field(default=1, ge=-1)
     """Keep this many best checkpoints by validation J&F (-1 keeps all, 0 none) besides last.ckpt."""
-
-    @field_validator("dir", mode="before")
-    @classmethod
-    def _dir_path(cls, value: Any) -> Any:
-        return _expand_path(value)
 
 
 class Sam2ToolSettings(BaseSettings):
