@@ -1,0 +1,1 @@
+"""Data: annotation formats, the canonical layout and manifest, datasets, transforms, DataModule."""

@@ -1,0 +1,125 @@
+"""What every source format produces: videos made of numbered frames with optional masks.
+
+A format reader only lists what is there and how to load it; decoding, checking and writing
+happen once, in :mod:`sam2tool.data.convert`, for every format alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from sam2tool.data.layout import natural_key
+
+#: Loads a frame as RGB uint8 pixels: ``(stored, exif_rotated_or_None)``.
+FrameLoader = Callable[[], tuple[np.ndarray, np.ndarray | None]]
+#: Loads a label map (0 background, 1..254 objects, 255 void) for a frame of ``(height, width)``.
+MaskLoader = Callable[[int, int], np.ndarray]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class SourceFrame:
+    """One frame of a source video.
+
+    Attributes:
+        number: Frame number (from the file name, or the index in a video file).
+        label: How to name the frame in messages (a path relative to the source).
+        image: The image file, or a loader for frames that are not files (video files, synthetic).
+        mask: The annotation PNG, a loader (RLE, polygons, synthetic), or None when unannotated.
+
+    """
+
+    number: int
+    label: str
+    image: Path | FrameLoader
+    mask: Path | MaskLoader | None = None
+
+
+@dataclass
+class SourceVideo:
+    """A video (or single image) found in the source.
+
+    Attributes:
+        name: Name in the output (checked to be a safe folder name).
+        source: Where it is, relative to the source folder.
+        frames: Frames in temporal order.
+        kind: ``video``, or ``image`` for single images.
+        problems: Problems found while listing (bad file names, duplicate frame numbers).
+        object_sources: Output object id -> id or name in the source annotations.
+
+    """
+
+    name: str
+    source: str
+    frames: list[SourceFrame]
+    kind: Literal["video", "image"] = "video"
+    problems: list[str] = field(default_factory=list)
+    object_sources: dict[int, str] = field(default_factory=dict)
+
+
+class SourceFormat(Protocol):
+    """A reader of one annotation format."""
+
+    name: str
+    summary: str
+
+    def videos(self, source: Path) -> Iterator[SourceVideo]:
+        """List the videos of ``source``; raise DataError when the folder is not of this format."""
+        ...
+
+
+def numbered_files(folder: Path, suffixes: Sequence[str], root: Path) -> tuple[dict[int, Path], list[str]]:
+    """The files of ``folder`` whose names are frame numbers, and the problems with the others.
+
+    Names must be integers (``00042.jpg``); ``1.jpg`` and ``001.jpg`` in one folder are the same
+    frame twice, which is a problem. Files are taken in natural order.
+
+    Returns:
+        ``{number: path}`` and a list of problems (each naming the file).
+
+    """
+    found: dict[int, Path] = {}
+    problems: list[str] = []
+    if not folder.is_dir():
+        return found, problems
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes),
+        key=lambda p: natural_key(p.name),
+    )
+    for path in files:
+        if not path.stem.isdigit():
+            problems.append(f"{path.relative_to(root)}: frame names must be numbers such as 00042{path.suffix}")
+            continue
+        number = int(path.stem)
+        if number in found:
+            problems.append(
+                f"{path.relative_to(root)} and {found[number].relative_to(root)} are both frame {number}; keep one"
+            )
+            continue
+        found[number] = path
+    return found, problems
+
+
+def frames_with_masks(
+    image_dir: Path, mask_dir: Path, root: Path, image_suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> tuple[list[SourceFrame], list[str]]:
+    """Pair the numbered images of ``image_dir`` with the numbered PNGs of ``mask_dir``.
+
+    Masks without a frame are problems; frames without a mask are unannotated frames.
+    """
+    images, problems = numbered_files(image_dir, image_suffixes, root)
+    masks, mask_problems = numbered_files(mask_dir, (".png",), root)
+    problems += mask_problems
+    for number in sorted(set(masks) - set(images)):
+        problems.append(f"{masks[number].relative_to(root)} has no frame {number} in {image_dir.relative_to(root)}")
+    frames = [
+        SourceFrame(number, str(path.relative_to(root)), path, masks.get(number))
+        for number, path in sorted(images.items())
+    ]
+    return frames, problems

@@ -1,0 +1,211 @@
+"""What ``prepare-data`` does: convert a source data set into the canonical layout, atomically.
+
+Everything is written into a temporary sibling of OUTPUT and renamed into place at the end, so an
+interrupted or failed run leaves no half-written OUTPUT.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sam2tool import __version__
+from sam2tool.data.convert import VideoProblems, convert_video, split_videos
+from sam2tool.data.formats.base import SourceFormat, SourceVideo
+from sam2tool.data.formats.davis import DavisFormat
+from sam2tool.data.formats.synthetic import SyntheticFormat
+from sam2tool.data.formats.ytvos import YouTubeVOSFormat
+from sam2tool.data.layout import FRAMES_DIR, MASKS_DIR, DataError, Manifest, SkippedVideo, check_name
+from sam2tool.errors import UsageError
+
+#: Format name -> one-line description (for --help).
+FORMATS: dict[str, str] = {
+    DavisFormat.name: DavisFormat.summary,
+    YouTubeVOSFormat.name: YouTubeVOSFormat.summary,
+    SyntheticFormat.name: SyntheticFormat.summary,
+}
+
+DEFAULT_VAL_FRACTION = 0.2
+
+
+@dataclass
+class PrepareOptions:
+    """Options of ``prepare-data``.
+
+    Attributes:
+        format: Source format name (a key of ``FORMATS``).
+        val_fraction: Fraction of videos held out; None uses the source's own split when it has one
+            (DAVIS ImageSets), else 0.2.
+        val_videos: Names of the validation videos (overrides ``val_fraction``).
+        seed: Seed of the split (and of the synthetic generator).
+        skip_bad: Skip videos with problems (listed in the manifest) instead of stopping.
+        force: Replace OUTPUT if it exists.
+        resolution: DAVIS resolution folder (480p or Full-Resolution); None picks 480p if present.
+        num_videos: Synthetic: number of videos.
+        frames: Synthetic: frames per video.
+        size: Synthetic: frame size in pixels.
+
+    """
+
+    format: str
+    val_fraction: float | None = None
+    val_videos: Sequence[str] = ()
+    seed: int = 0
+    skip_bad: bool = False
+    force: bool = False
+    resolution: str | None = None
+    num_videos: int = 16
+    frames: int = 24
+    size: int = 256
+
+
+@dataclass
+class PrepareResult:
+    """What ``prepare-data`` wrote."""
+
+    output: Path
+    manifest: Manifest
+    problems_skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        """Frames written."""
+        return sum(len(v.frames) for v in self.manifest.videos.values())
+
+    @property
+    def annotated_frames(self) -> int:
+        """Frames with a mask."""
+        return sum(len(v.annotated) for v in self.manifest.videos.values())
+
+    @property
+    def objects(self) -> int:
+        """Objects over all videos."""
+        return sum(len(v.objects) for v in self.manifest.videos.values())
+
+
+def make_format(options: PrepareOptions) -> SourceFormat:
+    """The reader for ``options.format``."""
+    if options.format == "davis":
+        return DavisFormat(options.resolution)
+    if options.format == "ytvos":
+        return YouTubeVOSFormat()
+    if options.format == "synthetic":
+        return SyntheticFormat(options.num_videos, options.frames, options.size, options.seed)
+    raise UsageError(f"unknown format '{options.format}'; formats: {', '.join(FORMATS)}")
+
+
+def prepare_data(
+    source: Path | None,
+    output: Path,
+    options: PrepareOptions,
+    on_video: Callable[[str, int, int], None] | None = None,
+) -> PrepareResult:
+    """Convert ``source`` into the canonical layout at ``output``.
+
+    Args:
+        source: The source folder (None for the synthetic format).
+        output: Folder to create.
+        options: See :class:`PrepareOptions`.
+        on_video: Called as ``on_video(name, index, total)`` before each video (progress).
+
+    Raises:
+        UsageError: Bad arguments (missing source, OUTPUT exists without ``force``, ...).
+        DataError: The source has problems (all listed), or no usable video.
+
+    """
+    reader = make_format(options)
+    if options.format != "synthetic":
+        if source is None or not source.is_dir():
+            raise UsageError(f"source folder {source} does not exist")
+        if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+            raise UsageError(f"OUTPUT {output} must not be inside the source folder {source}")
+    if output.exists() and not options.force:
+        raise UsageError(f"{output} already exists; pass --force to replace it")
+    videos = list(reader.videos(source or Path(".")))
+    if not videos:
+        raise DataError(f"{source} has no videos for format {options.format}")
+    _check_unique_names(videos)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest, problems = _convert_all(videos, staging, options, on_video)
+        manifest.source_path = str(source) if source is not None else "generated"
+        if problems and not options.skip_bad:
+            listed = [f"{name}: {problem}" for name, found in problems.items() for problem in found]
+            raise DataError(
+                f"{len(problems)} of {len(videos)} videos have problems (nothing was written; fix them, "
+                "or pass --skip-bad to leave those videos out):\n" + "\n".join(listed)
+            )
+        if not manifest.videos:
+            raise DataError(f"none of the {len(videos)} videos could be converted; see the problems above")
+        manifest.splits = _splits(source, list(manifest.videos), options)
+        manifest.save(staging)
+        _replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PrepareResult(output, manifest, problems)
+
+
+def _check_unique_names(videos: Sequence[SourceVideo]) -> None:
+    seen: dict[str, str] = {}
+    for video in videos:
+        if video.name in seen:
+            raise DataError(f"two source videos are both named {video.name!r}: {seen[video.name]} and {video.source}")
+        seen[video.name] = video.source
+
+
+def _convert_all(
+    videos: Sequence[SourceVideo],
+    staging: Path,
+    options: PrepareOptions,
+    on_video: Callable[[str, int, int], None] | None,
+) -> tuple[Manifest, dict[str, list[str]]]:
+    manifest = Manifest(source_format=options.format, source_path="", tool_version=__version__)
+    problems: dict[str, list[str]] = {}
+    for index, video in enumerate(videos):
+        if on_video is not None:
+            on_video(video.name, index, len(videos))
+        try:
+            manifest.videos[video.name] = convert_video(video, staging)
+        except VideoProblems as exc:
+            problems[video.name] = exc.problems
+            manifest.skipped.append(SkippedVideo(video.name, exc.problems))
+            _remove_video(staging, video.name)
+    return manifest, problems
+
+
+def _remove_video(staging: Path, name: str) -> None:
+    try:
+        check_name(name)
+    except DataError:
+        return  # nothing was written for an unsafe name
+    for folder in (FRAMES_DIR, MASKS_DIR):
+        shutil.rmtree(staging / folder / name, ignore_errors=True)
+
+
+def _splits(source: Path | None, names: list[str], options: PrepareOptions) -> dict[str, list[str]]:
+    if options.val_videos or options.val_fraction is not None:
+        fraction = DEFAULT_VAL_FRACTION if options.val_fraction is None else options.val_fraction
+        return split_videos(names, fraction, options.val_videos, options.seed)
+    if options.format == "davis" and source is not None:
+        official = DavisFormat.splits(source)
+        val = [n for n in official.get("val", []) if n in names]
+        if val:
+            return {"train": sorted(n for n in names if n not in set(val)), "val": sorted(val)}
+    return split_videos(names, DEFAULT_VAL_FRACTION, (), options.seed)
+
+
+def _replace(staging: Path, output: Path) -> None:
+    """Rename ``staging`` to ``output``, replacing an existing ``output`` only once staging is complete."""
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(output)
