@@ -54,7 +54,13 @@ PRESETS: dict[str, Preset] = {
         "vision 3e-6, layer decay 0.9, weight decay 0.1, grad clip 0.1, bf16)",
         {
             "model": {"size": "base_plus", "version": "sam2.1", "checkpoint": "official", "drop_path_rate": 0.1},
-            "dataset": {"image_size": 1024, "video_clip_length": 8, "max_num_objects": 3, "batch_size": 1},
+            "dataset": {
+                "image_size": 1024,
+                "video_clip_length": 8,
+                "max_num_objects": 3,
+                "batch_size": 1,
+                "multiplier": 2,
+            },
             "trainer": {"max_epochs": 40, "precision": "bf16-mixed", "gradient_clip_val": 0.1, "seed": 123},
             "optimizer": {"lr": 5.0e-6, "vision_lr": 3.0e-6, "weight_decay": 0.1, "layer_decay": 0.9},
             "scheduler": {"name": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.1},

@@ -142,6 +142,44 @@ class DatasetSettings(Section):
     num_workers: int = Field(default=4, ge=0)
     """Data loader worker processes per device (0 loads data in the training process)."""
 
+    frame_stride: PositiveInt = 1
+    """A clip takes every this many annotated frames."""
+
+    reverse_prob: float = Field(default=0.0, ge=0, le=1)
+    """Probability of playing a training clip backwards."""
+
+    multiplier: PositiveInt = 1
+    """Clips drawn from each training video per epoch."""
+
+    augment: bool = True
+    """Augment training clips as the official SAM 2.1 recipe does (the keys below); validation
+    clips are only resized."""
+
+    hflip_prob: float = Field(default=0.5, ge=0, le=1)
+    """Probability of flipping a clip horizontally."""
+
+    affine_degrees: float = Field(default=25.0, ge=0, le=180)
+    """Random rotation of a clip, drawn from [-degrees, degrees]."""
+
+    affine_shear: float = Field(default=20.0, ge=0, lt=90)
+    """Random horizontal shear of a clip in degrees, drawn from [-shear, shear]."""
+
+    color_jitter: tuple[float, float, float] = (0.1, 0.03, 0.03)
+    """Brightness, contrast and saturation jitter shared by all frames of a clip (0 disables one)."""
+
+    frame_color_jitter: tuple[float, float, float] = (0.1, 0.05, 0.05)
+    """Brightness, contrast and saturation jitter drawn anew for every frame."""
+
+    grayscale_prob: float = Field(default=0.05, ge=0, le=1)
+    """Probability of turning a whole clip grayscale."""
+
+    @field_validator("color_jitter", "frame_color_jitter")
+    @classmethod
+    def _valid_jitter(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0.0 <= strength <= 1.0 for strength in value):
+            raise ValueError(f"each strength must be in [0, 1], got {list(value)}")
+        return value
+
     @field_validator("image_size")
     @classmethod
     def _valid_image_size(cls, value: int) -> int:
