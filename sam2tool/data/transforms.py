@@ -2,10 +2,13 @@
 
 The recipe applies, in order: horizontal flip, random affine (rotation, shear), resize to a square,
 colour jitter (same for all frames), random grayscale, colour jitter (per frame), normalisation.
-Here flip, affine and resize are composed into one matrix and applied with a single
-``cv2.warpAffine`` per frame (bilinear for images, nearest for label maps), and the colour
-operations run on the whole clip as one tensor. All randomness comes from the generator passed in,
-so a clip is a pure function of (seed, epoch, index), whatever the worker.
+Here the colour operations run first, on the uint8 frames at their stored size (they act pixel by
+pixel, so they commute with the geometry; only the fill colour of pixels the affine brings in from
+outside stays unjittered), with OpenCV's saturating uint8 arithmetic as PIL's does. Flip, affine
+and resize are then composed into one matrix and applied with a single ``cv2.warpAffine`` per frame
+(bilinear for images, nearest for label maps), and normalisation is one in-place multiply-add. All
+randomness comes from the generator passed in, so a clip is a pure function of (seed, epoch, index),
+whatever the worker.
 """
 
 from __future__ import annotations
@@ -82,8 +85,9 @@ class ClipTransform:
     def __init__(self, image_size: int, augmentations: Augmentations = NO_AUGMENTATION) -> None:
         self.size = image_size
         self.aug = augmentations
-        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.offset = -mean / std
 
     def __call__(
         self,
@@ -115,12 +119,13 @@ class ClipTransform:
             # As the recipe: if the affine pushes an object out of the first frame, skip the affine.
             matrix = geometry_matrix(height, width, self.size, flip, 0.0, 0.0)
             warped_labels = [self._warp_labels(label, matrix) for label in labels]
-        images = np.stack([self._warp_image(frame, matrix) for frame in frames])
+        coloured = self._colour(list(frames), rng)
+        images = torch.from_numpy(np.stack([self._warp_image(frame, matrix) for frame in coloured]))
         ids = torch.tensor(list(object_ids), dtype=torch.uint8).view(1, -1, 1, 1)
         masks = torch.from_numpy(np.stack(warped_labels)).unsqueeze(1) == ids
-        pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-        pixels = self._colour(pixels, rng)
-        return (pixels - self.mean) / self.std, masks
+        # (x / 255 - mean) / std as one multiply-add, in place.
+        pixels = images.permute(0, 3, 1, 2).float()
+        return pixels.mul_(self.scale).add_(self.offset), masks
 
     def _warp_image(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(
@@ -142,16 +147,15 @@ class ClipTransform:
             borderValue=0,
         )
 
-    def _colour(self, pixels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def _colour(self, frames: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         aug = self.aug
-        frames = pixels.shape[0]
         if any(aug.jitter):
-            pixels = _jitter(pixels, aug.jitter, rng, per_frame=1)
+            frames = _jitter(frames, aug.jitter, rng, per_frame=False)
         if aug.grayscale_prob and rng.random() < aug.grayscale_prob:
-            pixels = _grayscale(pixels).expand(-1, 3, -1, -1).contiguous()
+            frames = [cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for f in frames]
         if any(aug.frame_jitter):
-            pixels = _jitter(pixels, aug.frame_jitter, rng, per_frame=frames)
-        return pixels
+            frames = _jitter(frames, aug.frame_jitter, rng, per_frame=True)
+        return frames
 
 
 def _all_visible(labels: np.ndarray, object_ids: Sequence[int]) -> bool:
@@ -159,32 +163,33 @@ def _all_visible(labels: np.ndarray, object_ids: Sequence[int]) -> bool:
     return all(object_id in present for object_id in object_ids)
 
 
-def _grayscale(pixels: torch.Tensor) -> torch.Tensor:
-    r, g, b = pixels[:, 0:1], pixels[:, 1:2], pixels[:, 2:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
-
-
 def _jitter(
-    pixels: torch.Tensor, strengths: tuple[float, float, float], rng: np.random.Generator, per_frame: int
-) -> torch.Tensor:
-    """Brightness, contrast and saturation in random order (as torchvision's ColorJitter).
+    frames: list[np.ndarray], strengths: tuple[float, float, float], rng: np.random.Generator, per_frame: bool
+) -> list[np.ndarray]:
+    """Brightness, contrast and saturation in random order, as torchvision's ColorJitter on PIL images.
 
-    ``per_frame`` is 1 for one draw shared by the clip, or the frame count for one draw per frame.
+    One set of factors for the whole clip, or (``per_frame``) one per frame.
     """
-    frames = pixels.shape[0]
-    for op in rng.permutation(3):
-        strength = strengths[op]
-        if not strength:
-            continue
-        factors = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength, size=per_frame)
-        factor = torch.from_numpy(np.broadcast_to(factors, (frames,)).copy()).float().view(-1, 1, 1, 1)
-        if op == 0:
-            pixels = pixels * factor
-        elif op == 1:
-            mean = _grayscale(pixels).mean(dim=(1, 2, 3), keepdim=True)
-            pixels = (pixels - mean) * factor + mean
-        else:
-            gray = _grayscale(pixels)
-            pixels = (pixels - gray) * factor + gray
-        pixels = pixels.clamp_(0.0, 1.0)
-    return pixels
+    order = rng.permutation(3)
+    draws = len(frames) if per_frame else 1
+    factors = {
+        int(op): rng.uniform(max(0.0, 1.0 - strengths[op]), 1.0 + strengths[op], size=draws)
+        for op in order
+        if strengths[op]
+    }
+    out = []
+    for index, frame in enumerate(frames):
+        for op in order:
+            if int(op) not in factors:
+                continue
+            factor = float(factors[int(op)][index if per_frame else 0])
+            if op == 0:  # brightness: blend with black
+                frame = cv2.convertScaleAbs(frame, alpha=factor)
+            elif op == 1:  # contrast: blend with the mean gray level
+                mean = float(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).mean())
+                frame = cv2.convertScaleAbs(frame, alpha=factor, beta=mean * (1.0 - factor))
+            else:  # saturation: blend with the grayscale image
+                gray = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+                frame = cv2.addWeighted(frame, factor, gray, 1.0 - factor, 0.0)
+        out.append(frame)
+    return out
