@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sam2tool.cli.reporting import DebugOption, console, reporting_errors
-from sam2tool.services.prepare_data import FORMATS
+from sam2tool.data.formats import FORMATS
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
 
@@ -20,7 +20,8 @@ def prepare_data(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="SOURCE OUTPUT: the source folder and the folder to create (for --format synthetic only OUTPUT).",
+            help="SOURCE OUTPUT: the source folder (the JSON file for coco) and the folder to create "
+            "(for --format synthetic only OUTPUT).",
             show_default=False,
         ),
     ],
@@ -51,9 +52,16 @@ def prepare_data(
     num_videos: Annotated[int, typer.Option("--num-videos", min=1, help="Synthetic: number of videos.")] = 16,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Synthetic: frames per video.")] = 24,
     size: Annotated[int, typer.Option("--size", min=32, help="Synthetic: frame size in pixels.")] = 256,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="COCO: folder of the images [default: beside the JSON, or the split folder]."),
+    ] = None,
+    all_frames: Annotated[
+        bool, typer.Option("--all-frames", help="SA-V: also write the unannotated frames (24 fps instead of 6).")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
-    """Convert annotated videos (DAVIS, YouTube-VOS/MOSE, synthetic) into the training layout."""
+    """Convert annotations (DAVIS, YouTube-VOS/MOSE, SA-V, COCO, synthetic) into the training layout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -78,6 +86,8 @@ def prepare_data(
             num_videos=num_videos,
             frames=frames,
             size=size,
+            images=images,
+            all_frames=all_frames,
         )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:

@@ -14,19 +14,15 @@ from pathlib import Path
 
 from sam2tool import __version__
 from sam2tool.data.convert import VideoProblems, convert_video, split_videos
+from sam2tool.data.formats import FORMATS
 from sam2tool.data.formats.base import SourceFormat, SourceVideo
+from sam2tool.data.formats.coco import CocoFormat
 from sam2tool.data.formats.davis import DavisFormat
+from sam2tool.data.formats.sav import SavFormat
 from sam2tool.data.formats.synthetic import SyntheticFormat
 from sam2tool.data.formats.ytvos import YouTubeVOSFormat
 from sam2tool.data.layout import FRAMES_DIR, MASKS_DIR, DataError, Manifest, SkippedVideo, check_name
 from sam2tool.errors import UsageError
-
-#: Format name -> one-line description (for --help).
-FORMATS: dict[str, str] = {
-    DavisFormat.name: DavisFormat.summary,
-    YouTubeVOSFormat.name: YouTubeVOSFormat.summary,
-    SyntheticFormat.name: SyntheticFormat.summary,
-}
 
 DEFAULT_VAL_FRACTION = 0.2
 
@@ -60,6 +56,8 @@ class PrepareOptions:
     num_videos: int = 16
     frames: int = 24
     size: int = 256
+    images: Path | None = None
+    all_frames: bool = False
 
 
 @dataclass
@@ -92,6 +90,10 @@ def make_format(options: PrepareOptions) -> SourceFormat:
         return DavisFormat(options.resolution)
     if options.format == "ytvos":
         return YouTubeVOSFormat()
+    if options.format == "sav":
+        return SavFormat(options.all_frames)
+    if options.format == "coco":
+        return CocoFormat(options.images)
     if options.format == "synthetic":
         return SyntheticFormat(options.num_videos, options.frames, options.size, options.seed)
     raise UsageError(f"unknown format '{options.format}'; formats: {', '.join(FORMATS)}")
@@ -118,10 +120,12 @@ def prepare_data(
     """
     reader = make_format(options)
     if options.format != "synthetic":
-        if source is None or not source.is_dir():
-            raise UsageError(f"source folder {source} does not exist")
-        if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
-            raise UsageError(f"OUTPUT {output} must not be inside the source folder {source}")
+        wants_file = getattr(reader, "source_is_file", False)
+        if source is None or not (source.is_file() if wants_file else source.is_dir()):
+            raise UsageError(f"source {'file' if wants_file else 'folder'} {source} does not exist")
+        folder = source.parent if wants_file else source
+        if output.resolve() == folder.resolve() or folder.resolve() in output.resolve().parents:
+            raise UsageError(f"OUTPUT {output} must not be inside the source folder {folder}")
     if output.exists() and not options.force:
         raise UsageError(f"{output} already exists; pass --force to replace it")
     videos = list(reader.videos(source or Path(".")))
@@ -135,6 +139,7 @@ def prepare_data(
     try:
         manifest, problems = _convert_all(videos, staging, options, on_video)
         manifest.source_path = str(source) if source is not None else "generated"
+        manifest.skipped += getattr(reader, "excluded", [])  # left out by design (COCO images without objects)
         if problems and not options.skip_bad:
             listed = [f"{name}: {problem}" for name, found in problems.items() for problem in found]
             raise DataError(

@@ -67,7 +67,6 @@ class SourceFormat(Protocol):
     """A reader of one annotation format."""
 
     name: str
-    summary: str
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """List the videos of ``source``; raise DataError when the folder is not of this format."""

@@ -19,7 +19,6 @@ class DavisFormat:
     """Reader of the DAVIS layout."""
 
     name = "davis"
-    summary = "DAVIS 2016/2017 (JPEGImages/480p/<video>/, Annotations/480p/<video>/, ImageSets/)"
 
     def __init__(self, resolution: str | None = None) -> None:
         self.resolution = resolution

@@ -40,7 +40,6 @@ class SyntheticFormat:
     """Generates videos instead of reading them; ``SOURCE`` is not used."""
 
     name = "synthetic"
-    summary = "a generated demo data set of textured moving objects (--num-videos, --frames, --size)"
 
     def __init__(self, num_videos: int = 16, frames: int = 24, size: int = 256, seed: int = 0) -> None:
         self.num_videos, self.frames, self.size, self.seed = num_videos, frames, size, seed

@@ -19,7 +19,6 @@ class YouTubeVOSFormat:
     """Reader of the YouTube-VOS / MOSE layout."""
 
     name = "ytvos"
-    summary = "YouTube-VOS / MOSE (JPEGImages/<video>/, Annotations/<video>/, optional meta.json)"
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """One video per folder of JPEGImages/; frames without a PNG are kept, marked unannotated."""
