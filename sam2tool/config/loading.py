@@ -284,12 +284,10 @@ def _key_parts(loc: tuple[int | str, ...], extra: bool) -> tuple[list[str], str]
     for index, element in enumerate(loc):
         is_last = index == len(loc) - 1
         if isinstance(element, int):
-            parts.append(str(element))
-            cursor = None
+            parts.append(str(element))  # an item of a list: the cursor already is the item's model
         elif isinstance(cursor, type) and issubclass(cursor, BaseModel) and element in cursor.model_fields:
             parts.append(element)
-            annotation = cursor.model_fields[element].annotation
-            cursor = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            cursor = _model_inside(cursor.model_fields[element].annotation)
         elif extra and is_last:
             parts.append(str(element))
         else:
@@ -297,11 +295,22 @@ def _key_parts(loc: tuple[int | str, ...], extra: bool) -> tuple[list[str], str]
     return parts, parts[-1] if parts else ""
 
 
-def _field_names(section_parts: Sequence[str]) -> list[str]:
+def _model_inside(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds: ``Model``, or the item model of ``list[Model]``; else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        if isinstance(argument, type) and issubclass(argument, BaseModel):
+            return argument
+    return None
+
+
+def _field_names(parts: Sequence[str]) -> list[str]:
     cursor: Any = Sam2ToolSettings
-    for part in section_parts:
-        cursor = cursor.model_fields[part].annotation
-    return list(cursor.model_fields)
+    for part in parts:
+        if not part.isdigit():
+            cursor = _model_inside(cursor.model_fields[part].annotation)
+    return list(cursor.model_fields) if cursor is not None else []
 
 
 def _clean_message(message: str) -> str:

@@ -114,6 +114,19 @@ class ModelSettings(Section):
         return value
 
 
+class DataSource(Section):
+    """A further prepared folder to train on, mixed with dataset.root by weight."""
+
+    root: UserPath
+    """Folder written by `sam2tool prepare-data` (videos, or COCO images: one-frame clips)."""
+
+    weight: float = Field(default=1.0, gt=0)
+    """Relative share of training batches drawn from this folder."""
+
+    split: str = Field(default="train", min_length=1)
+    """The split of this folder to train on."""
+
+
 class DatasetSettings(Section):
     """Training data: a folder written by `sam2tool prepare-data` and how clips are sampled."""
 
@@ -150,6 +163,13 @@ class DatasetSettings(Section):
 
     multiplier: PositiveInt = 1
     """Clips drawn from each training video per epoch."""
+
+    weight: float = Field(default=1.0, gt=0)
+    """Relative share of training batches drawn from dataset.root when dataset.mix adds folders."""
+
+    mix: list[DataSource] = Field(default_factory=list)
+    """More prepared folders to train on, each {root, weight, split}: e.g. COCO images (trained as
+    one-frame clips) mixed with videos. Every batch comes from one folder, chosen by weight."""
 
     augment: bool = True
     """Augment training clips as the official SAM 2.1 recipe does (the keys below); validation

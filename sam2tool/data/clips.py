@@ -100,8 +100,8 @@ class Clip:
 class VideoClipDataset(Dataset[Clip]):
     """Clips of the videos of one split of a prepared data folder.
 
-    Indexed by ``(epoch, index)`` pairs from :class:`EpochSampler`; ``index`` picks the video
-    (each appears ``multiplier`` times per epoch) and seeds the random choices.
+    Indexed by ``(epoch, index)``; ``index`` picks the video (each appears ``multiplier`` times per
+    epoch) and, with the seed and epoch, seeds every random choice.
     """
 
     def __init__(
@@ -148,33 +148,81 @@ class VideoClipDataset(Dataset[Clip]):
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)``: a permutation drawn from ``(seed, epoch)``, sharded over ranks.
+#: What the batch sampler yields per sample: (dataset index, epoch, sample index).
+SampleKey = tuple[int, int, int]
 
-    Deterministic for a seed and epoch, so a resumed run can skip exactly the batches already seen.
+
+class MixedClipDataset(Dataset[Clip]):
+    """Several clip datasets behind one index ``(dataset, epoch, index)``."""
+
+    def __init__(self, datasets: Sequence[VideoClipDataset]) -> None:
+        self.datasets = list(datasets)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, key: SampleKey) -> Clip:
+        dataset, epoch, index = key
+        return self.datasets[dataset][(epoch, index)]
+
+
+class MixedBatchSampler(Sampler[list[SampleKey]]):
+    """Batches drawn from several datasets by weight, each batch from one dataset.
+
+    A batch never mixes datasets (a video clip and a single image have different lengths). The
+    epoch has ``sum(sizes) // batch_size`` batches in all; each batch's dataset is drawn with
+    probability proportional to its weight, and takes the next ``batch_size`` samples of that
+    dataset's permutation (cycling when exhausted). Batches are dealt to ranks in turn. Everything
+    is a function of ``(seed, epoch)``, so a resumed run can skip exactly the batches already seen;
     Lightning calls :meth:`set_epoch` at the start of every epoch.
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
-        self.size, self.seed, self.shuffle, self.rank, self.world_size = size, seed, shuffle, rank, world_size
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        weights: Sequence[float],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(sizes) != len(weights) or not sizes or min(sizes) < 1:
+            raise ValueError("every dataset needs at least one sample and a weight")
+        self.sizes, self.batch_size, self.seed, self.shuffle = list(sizes), batch_size, seed, shuffle
+        total = float(sum(weights))
+        self.probabilities = [w / total for w in weights]
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
+        """Select the batches of ``epoch``."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size // self.world_size
+        return (sum(self.sizes) // self.batch_size) // self.world_size
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = (
-            np.random.default_rng([self.seed, self.epoch, 0xC11]).permutation(self.size)
-            if self.shuffle
-            else np.arange(self.size)
+    def _order(self, dataset: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.sizes[dataset])
+        return np.random.default_rng([self.seed, self.epoch, dataset, 0x5A3]).permutation(self.sizes[dataset])
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        batches = len(self) * self.world_size
+        choice = np.random.default_rng([self.seed, self.epoch, 0xB47])
+        picks = (
+            choice.choice(len(self.sizes), size=batches, p=self.probabilities)
+            if len(self.sizes) > 1
+            else np.zeros(batches, dtype=int)
         )
-        per_rank = len(self)
-        for index in order[self.rank : per_rank * self.world_size : self.world_size]:
-            yield self.epoch, int(index)
+        orders = [self._order(d) for d in range(len(self.sizes))]
+        cursors = [0] * len(self.sizes)
+        for number, dataset in enumerate(picks.tolist()):
+            order, start = orders[dataset], cursors[dataset]
+            indices = [int(order[(start + k) % len(order)]) for k in range(self.batch_size)]
+            cursors[dataset] = start + self.batch_size
+            if number % self.world_size == self.rank:
+                yield [(dataset, self.epoch, index) for index in indices]
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""The Lightning DataModule: training clips and validation videos of a prepared data folder.
+"""The Lightning DataModule: training clips and validation videos of prepared data folders.
 
-The training loader uses :class:`~sam2tool.data.clips.EpochSampler`, which already shards over
-ranks; the Trainer must be created with ``use_distributed_sampler=False`` so that Lightning does
-not replace it.
+Training draws from ``dataset.root`` and the folders of ``dataset.mix`` by weight, one folder per
+batch (folders of COCO images give one-frame clips). The loader's
+:class:`~sam2tool.data.clips.MixedBatchSampler` already shards over ranks; the Trainer must be
+created with ``use_distributed_sampler=False`` so that Lightning does not replace it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sam2tool.config.schema import DatasetSettings
-from sam2tool.data.clips import ClipPlanner, EpochSampler, VideoClipDataset, collate_clips
+from sam2tool.data.clips import ClipPlanner, MixedBatchSampler, MixedClipDataset, VideoClipDataset, collate_clips
 from sam2tool.data.layout import DataError, VideoRecord, load_manifest, read_split
 from sam2tool.data.transforms import NO_AUGMENTATION, Augmentations, ClipTransform
 
@@ -67,21 +68,17 @@ class ClipDataModule(L.LightningDataModule):
         if settings.root is None:
             raise DataError("dataset.root is not set; point it at a folder written by `sam2tool prepare-data`")
         self.settings, self.seed, self.root = settings, seed, settings.root
-        self.train_set: VideoClipDataset | None = None
+        self.train_sets: list[VideoClipDataset] = []
+        self.weights: list[float] = []
         self.val_videos: list[ValidationVideo] = []
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the manifest and splits; build the training dataset."""
+        """Read manifests and splits; build one training dataset per folder."""
         s = self.settings
+        sources = [(self.root, s.train_split, s.weight), *((m.root, m.split, m.weight) for m in s.mix)]
+        self.train_sets = [self._train_set(root, split) for root, split, _ in sources]
+        self.weights = [weight for _, _, weight in sources]
         manifest = load_manifest(self.root)
-        train_names = read_split(self.root, s.train_split)
-        if not train_names:
-            raise DataError(f"{self.root}/splits/{s.train_split}.txt lists no video; nothing to train on")
-        planner = ClipPlanner(s.video_clip_length, s.max_num_objects, s.frame_stride, s.reverse_prob)
-        transform = ClipTransform(s.image_size, augmentations(s))
-        self.train_set = VideoClipDataset(
-            self.root, manifest.videos, train_names, planner, transform, self.seed, s.multiplier
-        )
         val_names = read_split(self.root, s.val_split)
         missing = [n for n in val_names if n not in manifest.videos]
         if missing:
@@ -90,27 +87,43 @@ class ClipDataModule(L.LightningDataModule):
             )
         self.val_videos = [ValidationVideo(self.root, n, manifest.videos[n]) for n in val_names]
 
+    def _train_set(self, root: Path, split: str) -> VideoClipDataset:
+        s = self.settings
+        manifest = load_manifest(root)
+        names = read_split(root, split)
+        if not names:
+            raise DataError(f"{root}/splits/{split}.txt lists no video; nothing to train on")
+        images_only = all(manifest.videos[n].kind == "image" for n in names if n in manifest.videos)
+        length = 1 if images_only else s.video_clip_length
+        planner = ClipPlanner(length, s.max_num_objects, s.frame_stride, s.reverse_prob)
+        transform = ClipTransform(s.image_size, augmentations(s))
+        return VideoClipDataset(root, manifest.videos, names, planner, transform, self.seed, s.multiplier)
+
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled clips, ``dataset.batch_size`` per step, sharded over ranks."""
-        if self.train_set is None:
+        """Shuffled clips, ``dataset.batch_size`` per step, each batch from one folder, sharded over ranks."""
+        if not self.train_sets:
             self.setup("fit")
-        assert self.train_set is not None
         rank, world_size = self._rank()
-        sampler = EpochSampler(len(self.train_set), self.seed, shuffle=True, rank=rank, world_size=world_size)
+        batches = MixedBatchSampler(
+            [len(d) for d in self.train_sets],
+            self.weights,
+            self.settings.batch_size,
+            self.seed,
+            rank=rank,
+            world_size=world_size,
+        )
         workers = self.settings.num_workers
         return DataLoader(
-            self.train_set,
-            batch_size=self.settings.batch_size,
-            sampler=sampler,
+            MixedClipDataset(self.train_sets),
+            batch_sampler=batches,
             num_workers=workers,
             collate_fn=collate_clips,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
-            drop_last=True,
             worker_init_fn=_worker_init if workers > 0 else None,
             multiprocessing_context="spawn" if workers > 0 else None,
         )

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sam2tool.config.schema import DatasetSettings
-from sam2tool.data.clips import ClipPlanner, EpochSampler, VideoClipDataset, collate_clips
+from sam2tool.data.clips import ClipPlanner, MixedBatchSampler, VideoClipDataset, collate_clips
 from sam2tool.data.datamodule import ClipDataModule, augmentations
 from sam2tool.data.images import PALETTE, read_label_mask
 from sam2tool.data.layout import DataError, VideoRecord, load_manifest
@@ -129,20 +129,30 @@ def test_same_seed_epoch_and_index_give_the_same_clip(synthetic: Path) -> None:
     assert not torch.equal(a[(0, 1)].images, a[(1, 1)].images)
 
 
-def test_epoch_sampler_is_a_seeded_permutation_sharded_over_ranks() -> None:
-    whole = EpochSampler(10, seed=1)
+def test_batch_sampler_is_seeded_and_sharded_over_ranks() -> None:
+    whole = MixedBatchSampler([10], [1.0], batch_size=2, seed=1)
     whole.set_epoch(3)
-    order = [i for _, i in whole]
-    assert sorted(order) == list(range(10))
-    assert order == [i for _, i in whole]  # repeatable
+    order = [key for batch in whole for key in batch]
+    assert sorted(i for _, _, i in order) == list(range(10))
+    assert all(d == 0 and e == 3 for d, e, _ in order)
+    assert order == [key for batch in whole for key in batch]  # repeatable
     whole.set_epoch(4)
-    assert [i for _, i in whole] != order
+    assert [key for batch in whole for key in batch] != order
     shards = []
     for rank in range(2):
-        sampler = EpochSampler(10, seed=1, rank=rank, world_size=2)
+        sampler = MixedBatchSampler([10], [1.0], batch_size=1, seed=1, rank=rank, world_size=2)
         sampler.set_epoch(3)
-        shards.append([i for epoch, i in sampler if epoch == 3])
+        shards.append([i for batch in sampler for _, _, i in batch])
     assert sorted(shards[0] + shards[1]) == list(range(10)) and len(shards[0]) == len(shards[1]) == 5
+
+
+def test_batch_sampler_mixes_datasets_by_weight_one_dataset_per_batch() -> None:
+    sampler = MixedBatchSampler([300, 100], [3.0, 1.0], batch_size=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == 100
+    assert all(len({d for d, _, _ in batch}) == 1 for batch in batches)
+    share = sum(batch[0][0] == 1 for batch in batches) / len(batches)
+    assert 0.15 < share < 0.35  # weight 1 of 4
 
 
 def test_collate_matches_the_official_batch_layout(synthetic: Path) -> None:
@@ -165,7 +175,7 @@ def test_datamodule_batches_do_not_depend_on_workers(synthetic: Path) -> None:
         module = ClipDataModule(settings(synthetic, num_workers=workers, batch_size=2), seed=3)
         module.setup("fit")
         loader = module.train_dataloader()
-        loader.sampler.set_epoch(1)  # type: ignore[union-attr]
+        loader.batch_sampler.set_epoch(1)  # type: ignore[union-attr]
         batches.append(next(iter(loader)))
     assert batches[0].videos == batches[1].videos
     assert torch.equal(batches[0].images, batches[1].images)
@@ -189,3 +199,15 @@ def test_datamodule_errors(tmp_path: Path, synthetic: Path) -> None:
 def test_augment_switch() -> None:
     assert augmentations(DatasetSettings(augment=False)) == NO_AUGMENTATION
     assert augmentations(DatasetSettings()).degrees == 25.0
+
+
+def test_mixing_a_coco_folder_gives_one_frame_batches(tmp_path: Path, synthetic: Path) -> None:
+    from sam2tool.config.schema import DataSource
+    from tests.data.test_formats_coco_sav import make_coco
+
+    coco = tmp_path / "coco_prepared"
+    prepare_data(make_coco(tmp_path / "coco"), coco, PrepareOptions(format="coco", val_fraction=0.0))
+    module = ClipDataModule(settings(synthetic, batch_size=1, mix=[DataSource(root=coco, weight=1.0)]), seed=0)
+    module.setup("fit")
+    lengths = {batch.images.shape[0] for batch in module.train_dataloader()}
+    assert lengths == {1, 4}
