@@ -32,8 +32,8 @@ def prepare_data(
             "--val-fraction",
             min=0.0,
             max=1.0,
-            help="Fraction of videos held out for validation [default: the source's own split "
-            "(DAVIS ImageSets) if it has one, else 0.2].",
+            help="Fraction of videos held out for validation (default: the source's own split "
+            "(DAVIS ImageSets) if it has one, else 0.2).",
             show_default=False,
         ),
     ] = None,
@@ -47,14 +47,14 @@ def prepare_data(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
     resolution: Annotated[
-        str | None, typer.Option("--resolution", help="DAVIS: 480p or Full-Resolution [default: 480p if present].")
+        str | None, typer.Option("--resolution", help="DAVIS: 480p or Full-Resolution (default: 480p if present).")
     ] = None,
     num_videos: Annotated[int, typer.Option("--num-videos", min=1, help="Synthetic: number of videos.")] = 16,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Synthetic: frames per video.")] = 24,
     size: Annotated[int, typer.Option("--size", min=32, help="Synthetic: frame size in pixels.")] = 256,
     images: Annotated[
         Path | None,
-        typer.Option("--images", help="COCO: folder of the images [default: beside the JSON, or the split folder]."),
+        typer.Option("--images", help="COCO: folder of the images (default: beside the JSON, or the split folder)."),
     ] = None,
     all_frames: Annotated[
         bool, typer.Option("--all-frames", help="SA-V: also write the unannotated frames (24 fps instead of 6).")
