@@ -1,0 +1,1 @@
+"""Video object segmentation metrics: J, F and J&F, computed as davis2017-evaluation does."""

@@ -1,0 +1,145 @@
+"""Scoring a folder of predicted masks against ground truth: DAVIS and SA-V protocols.
+
+Both folders hold ``<video>/<frame>.png`` label maps (DAVIS palette PNGs). Frames are read one at
+a time, so memory stays O(H x W) per video whatever its length.
+
+DAVIS protocol (davis2017-evaluation, semi-supervised): the ground-truth frames of a video minus
+the first and the last; objects 1..N where N is the largest id on the first ground-truth frame;
+255 in the ground truth counts as background, as davis2017-evaluation reads it; predictions must
+not use ids above N. Per object: mean, recall and decay of J and F over the frames.
+
+SA-V protocol (vos-benchmark, used for SA-V and MOSE): objects may appear after the first frame;
+first and last ground-truth frames are skipped; an object is scored from the first frame where
+it appears in the ground truth or the prediction; frames without ground truth are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from sam2tool.data.images import ImageProblem, read_label_mask
+from sam2tool.data.layout import MASK_SUFFIX, VOID_LABEL, DataError, natural_key
+from sam2tool.metrics.frame import boundary_radius, score_objects
+from sam2tool.metrics.statistics import mean_recall_decay
+
+Protocol = Literal["davis", "sav"]
+
+
+@dataclass
+class ObjectScores:
+    """Per-frame J and F of one object of one video, and their statistics."""
+
+    video: str
+    object: int
+    frames: list[str] = field(default_factory=list)
+    j: list[float] = field(default_factory=list)
+    f: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | int | str]:
+        """``{"video", "object", "J", "F", "J&F", "J-Recall", "F-Recall", "J-Decay", "F-Decay", "frames"}``."""
+        j_mean, j_recall, j_decay = mean_recall_decay(self.j)
+        f_mean, f_recall, f_decay = mean_recall_decay(self.f)
+        return {
+            "video": self.video,
+            "object": self.object,
+            "J&F": (j_mean + f_mean) / 2,
+            "J": j_mean,
+            "F": f_mean,
+            "J-Recall": j_recall,
+            "F-Recall": f_recall,
+            "J-Decay": j_decay,
+            "F-Decay": f_decay,
+            "frames": len(self.j),
+        }
+
+
+def gt_frames(gt_video: Path) -> list[str]:
+    """Stems of the ground-truth PNGs of a video folder, in natural order."""
+    return sorted((p.stem for p in gt_video.glob(f"*{MASK_SUFFIX}")), key=natural_key)
+
+
+def score_video(
+    video: str, gt_video: Path, pred_video: Path, protocol: Protocol = "davis", bound_th: float = 0.008
+) -> list[ObjectScores]:
+    """Score one video's predictions.
+
+    Raises:
+        DataError: Prediction frames are missing, unreadable, of another size, or (DAVIS) use
+            ids that are not objects of the ground truth.
+
+    """
+    stems = gt_frames(gt_video)
+    if not stems:
+        raise DataError(f"ground truth {gt_video} has no PNG masks")
+    if not pred_video.is_dir():
+        raise DataError(f"predictions have no folder for video {video} (expected {pred_video})")
+    evaluated = stems[1:-1]
+    first = _read(gt_video / f"{stems[0]}{MASK_SUFFIX}", "ground truth")
+    first[first == VOID_LABEL] = 0
+    objects = list(range(1, int(first.max()) + 1)) if protocol == "davis" else []
+    scores: dict[int, ObjectScores] = {k: ObjectScores(video, k) for k in objects}
+    radius: int | None = None
+    for stem in evaluated:
+        gt = _read(gt_video / f"{stem}{MASK_SUFFIX}", "ground truth")
+        pred_path = pred_video / f"{stem}{MASK_SUFFIX}"
+        if not pred_path.is_file():
+            raise DataError(f"predictions for video {video} lack frame {stem} ({pred_path})")
+        pred = _read(pred_path, "prediction")
+        if pred.shape != gt.shape:
+            raise DataError(
+                f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
+                f"{gt.shape[1]}x{gt.shape[0]}"
+            )
+        gt[gt == VOID_LABEL] = 0
+        if protocol == "davis":
+            extra = sorted({int(v) for v in np.unique(pred)} - {0, *objects})
+            if extra:
+                raise DataError(
+                    f"prediction {pred_path} has ids {extra} that are not objects of the ground truth "
+                    f"(objects 1..{len(objects)} on its first frame)"
+                )
+        else:
+            seen = {int(v) for v in np.unique(gt)} | {int(v) for v in np.unique(pred)}
+            for k in sorted(seen - {0, VOID_LABEL} - set(scores)):
+                scores[k] = ObjectScores(video, k)
+        if radius is None:
+            radius = boundary_radius(gt.shape[0], gt.shape[1], bound_th)
+        ids = sorted(scores)
+        j_values, f_values = score_objects(gt, pred, ids, radius)
+        for k, j, f in zip(ids, j_values, f_values, strict=True):
+            scores[k].frames.append(stem)
+            scores[k].j.append(j)
+            scores[k].f.append(f)
+    if protocol == "sav":
+        # Only objects of the ground truth are reported (vos-benchmark's convention).
+        present = _objects_in_ground_truth(gt_video, evaluated)
+        return [scores[k] for k in sorted(scores) if k in present]
+    return [scores[k] for k in objects]
+
+
+def _objects_in_ground_truth(gt_video: Path, stems: Sequence[str]) -> set[int]:
+    found: set[int] = set()
+    for stem in stems:
+        found |= {int(v) for v in np.unique(_read(gt_video / f"{stem}{MASK_SUFFIX}", "ground truth"))}
+    return found - {0, VOID_LABEL}
+
+
+def _read(path: Path, what: str) -> np.ndarray:
+    try:
+        return read_label_mask(path)
+    except ImageProblem as exc:
+        raise DataError(f"{what} {exc}") from None
+
+
+def overall(summaries: Sequence[dict[str, float | int | str]]) -> dict[str, float]:
+    """Averages over all objects of all videos; ``J&F`` is the mean of J-Mean and F-Mean."""
+    keys = ("J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
+    if not summaries:
+        return {key: float("nan") for key in ("J&F", *keys)}
+    means = {key: float(np.mean([float(s[key]) for s in summaries])) for key in keys}
+    return {"J&F": (means["J"] + means["F"]) / 2, **means}

@@ -1,0 +1,191 @@
+"""What ``evaluate`` does in score mode: score predicted mask folders and write the report.
+
+The report is ``results.json`` (schema below), ``results.csv`` (one row per object, then the
+overall row) and ``jf_per_video.png`` (a bar chart of J&F per video), written atomically.
+
+``results.json``::
+
+    {"protocol": "davis" | "sav", "sam2tool_version": str, "ground_truth": str, "predictions": str,
+     "overall": {"J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay"},
+     "per_video": [{"video", "J&F", "J", "F", "objects"}],
+     "per_object": [{"video", "object", "J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay",
+                     "F-Decay", "frames"}]}
+
+Values are fractions in [0, 1] (decay can be negative).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sam2tool import __version__
+from sam2tool.atomic import atomic_path, atomic_write_text
+from sam2tool.data.layout import MANIFEST_FILE, MASKS_DIR, DataError, natural_key, read_split
+from sam2tool.errors import UsageError
+from sam2tool.metrics.evaluation import Protocol, overall, score_video
+
+RESULT_KEYS = ("J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
+
+
+@dataclass
+class EvaluationReport:
+    """Scores of every object, per video and overall."""
+
+    protocol: Protocol
+    ground_truth: Path
+    predictions: Path
+    per_object: list[dict[str, Any]]
+
+    @property
+    def overall(self) -> dict[str, float]:
+        """Averages over all objects of all videos."""
+        return overall(self.per_object)
+
+    @property
+    def per_video(self) -> list[dict[str, Any]]:
+        """J&F, J and F of each video (averaged over its objects)."""
+        videos: dict[str, list[dict[str, Any]]] = {}
+        for row in self.per_object:
+            videos.setdefault(str(row["video"]), []).append(row)
+        result = []
+        for video, rows in videos.items():
+            j = sum(float(r["J"]) for r in rows) / len(rows)
+            f = sum(float(r["F"]) for r in rows) / len(rows)
+            result.append({"video": video, "J&F": (j + f) / 2, "J": j, "F": f, "objects": len(rows)})
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``results.json`` document."""
+        return {
+            "protocol": self.protocol,
+            "sam2tool_version": __version__,
+            "ground_truth": str(self.ground_truth),
+            "predictions": str(self.predictions),
+            "overall": self.overall,
+            "per_video": self.per_video,
+            "per_object": self.per_object,
+        }
+
+
+def ground_truth_videos(ground_truth: Path, split: str | None) -> tuple[Path, list[str]]:
+    """Where the ground-truth masks are and which videos to score.
+
+    ``ground_truth`` may be a folder written by ``prepare-data`` (its ``split``, default val), a
+    folder with an ``Annotations/`` subfolder, or a folder of ``<video>/`` mask folders.
+    """
+    if not ground_truth.is_dir():
+        raise UsageError(f"ground-truth folder {ground_truth} does not exist")
+    if (ground_truth / MANIFEST_FILE).is_file():
+        return ground_truth / MASKS_DIR, read_split(ground_truth, split or "val")
+    root = ground_truth / MASKS_DIR if (ground_truth / MASKS_DIR).is_dir() else ground_truth
+    if split is not None:
+        raise UsageError(f"--split needs a folder written by prepare-data; {ground_truth} has no {MANIFEST_FILE}")
+    videos = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)
+    if not videos:
+        raise DataError(f"{root} has no video folders of ground-truth masks")
+    return root, videos
+
+
+def _score_one(args: tuple[str, Path, Path, Protocol]) -> list[dict[str, Any]]:
+    video, gt_root, pred_root, protocol = args
+    return [s.summary() for s in score_video(video, gt_root / video, pred_root / video, protocol)]
+
+
+def score_folders(
+    predictions: Path,
+    ground_truth: Path,
+    protocol: Protocol = "davis",
+    split: str | None = None,
+    workers: int = 1,
+    on_video: Callable[[str, int, int], None] | None = None,
+) -> EvaluationReport:
+    """Score ``predictions`` against ``ground_truth``, one process per worker.
+
+    Raises:
+        UsageError: A folder does not exist.
+        DataError: A video or frame is missing from the predictions, or masks do not match.
+
+    """
+    if not predictions.is_dir():
+        raise UsageError(f"predictions folder {predictions} does not exist")
+    gt_root, videos = ground_truth_videos(ground_truth, split)
+    missing = [v for v in videos if not (predictions / v).is_dir()]
+    if missing:
+        raise DataError(f"predictions in {predictions} lack videos: {', '.join(missing[:10])}")
+    jobs = [(video, gt_root, predictions, protocol) for video in videos]
+    rows: list[dict[str, Any]] = []
+    if workers <= 1:
+        for index, job in enumerate(jobs):
+            if on_video is not None:
+                on_video(job[0], index, len(jobs))
+            rows += _score_one(job)
+    else:
+        # Spawned, not forked: OpenCV's thread pool does not survive a fork.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for index, result in enumerate(pool.imap(_score_one, jobs)):
+                if on_video is not None:
+                    on_video(jobs[index][0], index, len(jobs))
+                rows += result
+    return EvaluationReport(protocol, ground_truth, predictions, rows)
+
+
+def write_report(report: EvaluationReport, output: Path) -> list[Path]:
+    """Write ``results.json``, ``results.csv`` and ``jf_per_video.png`` into ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path, chart_path = output / "results.json", output / "results.csv", output / "jf_per_video.png"
+    atomic_write_text(json_path, json.dumps(_finite(report.to_json()), indent=1) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["video", "object", *RESULT_KEYS, "frames"])
+    for row in report.per_object:
+        writer.writerow([row["video"], row["object"], *(f"{row[k]:.6f}" for k in RESULT_KEYS), row["frames"]])
+    totals = report.overall
+    writer.writerow(["overall", "", *(f"{totals[k]:.6f}" for k in RESULT_KEYS), ""])
+    atomic_write_text(csv_path, buffer.getvalue())
+    with atomic_path(chart_path) as tmp:
+        _bar_chart(report.per_video, totals["J&F"], tmp)
+    return [json_path, csv_path, chart_path]
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined values (no frames to score) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _bar_chart(per_video: list[dict[str, Any]], mean: float, path: Path) -> None:
+    """A horizontal bar chart of J&F per video (PNG), drawn with OpenCV."""
+    import cv2
+    import numpy as np
+
+    rows = sorted(per_video, key=lambda r: float(r["J&F"]))
+    label_width, bar_width, row_height = 260, 520, 22
+    height = 60 + row_height * max(len(rows), 1)
+    image = np.full((height, label_width + bar_width + 80, 3), 255, dtype=np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(image, f"J&F per video (mean {mean:.3f})", (10, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+    for index, row in enumerate(rows):
+        y = 45 + index * row_height
+        value = float(row["J&F"]) if math.isfinite(float(row["J&F"])) else 0.0
+        length = round(bar_width * min(max(value, 0.0), 1.0))
+        cv2.rectangle(image, (label_width, y), (label_width + bar_width, y + row_height - 6), (235, 235, 235), -1)
+        cv2.rectangle(image, (label_width, y), (label_width + length, y + row_height - 6), (180, 119, 31), -1)
+        cv2.putText(image, str(row["video"])[:32], (10, y + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, f"{value:.3f}", (label_width + length + 6, y + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise DataError(f"cannot encode the chart {path}")
+    path.write_bytes(encoded.tobytes())
