@@ -94,7 +94,7 @@ def prepare_data(
             task = progress.add_task("Converting", total=None)
 
             def on_video(name: str, index: int, total: int) -> None:
-                progress.update(task, completed=index, total=total, description=f"Converting {name}")
+                progress.update(task, completed=index, total=total or None, description=f"Converting {name}")
 
             result = run(source, output, options, on_video)
 

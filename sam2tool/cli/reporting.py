@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import traceback
 from collections.abc import Iterator
 from typing import Annotated
@@ -39,10 +40,22 @@ def print_error(message: str) -> None:
         err_console.print(f"error: {line}", style="bold red", markup=False, highlight=False)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (what ``kill``, Docker, Kubernetes and SLURM send to stop a job)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 @contextlib.contextmanager
 def reporting_errors(debug: bool) -> Iterator[None]:
-    """Run a command body, turning exceptions into a message and an exit code."""
+    """Run a command body, turning exceptions into a message and an exit code.
+
+    SIGTERM unwinds the body like Ctrl-C does (temporary outputs are removed) and exits with 143.
+    """
     configure_logging(debug)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     except (typer.Exit, typer.Abort):
@@ -55,8 +68,13 @@ def reporting_errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         print_error("interrupted")
         raise typer.Exit(130) from None
+    except Terminated:
+        print_error("terminated")
+        raise typer.Exit(143) from None
     except Exception as exc:
         if debug:
             raise
         print_error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
         raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
-from sam2tool.data.images import ImageProblem, object_ids, read_frame, read_label_mask, write_frame, write_label_mask
+from sam2tool.data.images import (
+    ImageProblem,
+    is_plain_jpeg,
+    object_ids,
+    read_frame,
+    read_label_mask,
+    write_frame,
+    write_label_mask,
+)
 from sam2tool.data.layout import (
     FRAME_SUFFIX,
     FRAMES_DIR,
@@ -126,6 +134,12 @@ def _load(frame: SourceFrame, size: tuple[int, int] | None) -> tuple[np.ndarray,
             else frame.mask(stored.shape[0], stored.shape[1])
         )
     pixels = stored
+    if rotated is not None and rotated.shape == stored.shape:
+        raise ImageProblem(
+            f"frame {frame.label} has an EXIF orientation that keeps its width and height (a square frame, "
+            "a flip or a half turn), so its mask cannot tell whether it was drawn on the stored or the "
+            "displayed pixels; save the frame upright without the EXIF orientation tag"
+        )
     if rotated is not None:
         # The file carries an EXIF orientation: use the upright image unless the mask was drawn on
         # the stored pixels (or, without a mask, the video's frames are known to be stored-size).
@@ -146,8 +160,8 @@ def _load(frame: SourceFrame, size: tuple[int, int] | None) -> tuple[np.ndarray,
 
 def _write_pixels(frame: SourceFrame, pixels: np.ndarray, path: Path, has_exif_rotation: bool) -> None:
     source = frame.image
-    if isinstance(source, Path) and source.suffix.lower() in (".jpg", ".jpeg") and not has_exif_rotation:
-        shutil.copyfile(source, path)  # already a JPEG, nothing changed: keep the original bytes
+    if isinstance(source, Path) and not has_exif_rotation and is_plain_jpeg(source):
+        shutil.copyfile(source, path)  # already a plain JPEG, nothing changed: keep the original bytes
     else:
         write_frame(path, pixels)  # re-encoded without EXIF, so every reader sees these pixels
 

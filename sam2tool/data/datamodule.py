@@ -8,6 +8,7 @@ created with ``use_distributed_sampler=False`` so that Lightning does not replac
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from sam2tool.config.schema import DatasetSettings
 from sam2tool.data.clips import ClipPlanner, MixedBatchSampler, MixedClipDataset, VideoClipDataset, collate_clips
 from sam2tool.data.layout import DataError, VideoRecord, load_manifest, read_split
 from sam2tool.data.transforms import NO_AUGMENTATION, Augmentations, ClipTransform
+
+log = logging.getLogger(__name__)
 
 
 def augmentations(settings: DatasetSettings) -> Augmentations:
@@ -78,6 +81,17 @@ class ClipDataModule(L.LightningDataModule):
         sources = [(self.root, s.train_split, s.weight), *((m.root, m.split, m.weight) for m in s.mix)]
         self.train_sets = [self._train_set(root, split) for root, split, _ in sources]
         self.weights = [weight for _, _, weight in sources]
+        for dataset in self.train_sets:
+            if dataset.unusable:
+                log.warning(
+                    "%d videos of %s are too short for clips of %d annotated frames (stride %d) and are not "
+                    "trained on: %s",
+                    len(dataset.unusable),
+                    dataset.root,
+                    dataset.planner.length,
+                    dataset.planner.stride,
+                    ", ".join(dataset.unusable[:10]),
+                )
         manifest = load_manifest(self.root)
         val_names = read_split(self.root, s.val_split)
         missing = [n for n in val_names if n not in manifest.videos]
@@ -116,6 +130,12 @@ class ClipDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
+        if len(batches) == 0:
+            clips = sum(len(d) for d in self.train_sets)
+            raise DataError(
+                f"{clips} training clips per epoch are fewer than one batch of {self.settings.batch_size} on each of "
+                f"{world_size} devices; lower dataset.batch_size or raise dataset.multiplier"
+            )
         workers = self.settings.num_workers
         return DataLoader(
             MixedClipDataset(self.train_sets),

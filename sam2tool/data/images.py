@@ -19,6 +19,8 @@ from sam2tool.data.layout import MAX_OBJECT_ID, VOID_LABEL
 
 #: EXIF tag holding the orientation of the stored pixels.
 _EXIF_ORIENTATION = 0x0112
+#: Image modes whose conversion to RGB is exact (16-bit and float images would be clipped).
+_EIGHT_BIT_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr")
 
 
 class ImageProblem(ValueError):
@@ -50,7 +52,13 @@ def _open(path: Path | bytes, what: str, name: str) -> Image.Image:
             image = Image.open(io.BytesIO(path) if isinstance(path, bytes) else path)
             image.load()  # decode now: truncated or corrupt files fail here, not later
         return image
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except PermissionError:
+        raise ImageProblem(f"{what} {name} cannot be read: permission denied") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageProblem(
+            f"{what} {name} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageProblem(f"{what} {name} cannot be decoded ({exc}); the file is corrupt or truncated") from None
 
 
@@ -70,15 +78,27 @@ def read_frame(path: Path | bytes, name: str = "") -> tuple[np.ndarray, np.ndarr
         than upright (None otherwise). Which one matches the annotations is decided by the caller.
 
     Raises:
-        ImageProblem: The file is corrupt, truncated or not an image.
+        ImageProblem: The file is corrupt, truncated, not an image, or not 8-bit.
 
     """
-    image = _open(path, "frame", name or str(path))
+    name = name or str(path)
+    image = _open(path, "frame", name)
+    if image.mode not in _EIGHT_BIT_MODES:
+        raise ImageProblem(f"frame {name} has image mode {image.mode}; save frames as 8-bit RGB or grayscale images")
     stored = np.asarray(image.convert("RGB"))
     rotated = None
     if exif_orientation(image) != 1:
         rotated = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     return stored, rotated
+
+
+def is_plain_jpeg(path: Path) -> bool:
+    """Whether a file is a JPEG whose bytes can be copied as a frame (RGB or gray, no EXIF rotation)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "JPEG" and image.mode in ("RGB", "L") and exif_orientation(image) == 1
+    except (UnidentifiedImageError, OSError):
+        return False
 
 
 def read_label_mask(path: Path | bytes, name: str = "") -> np.ndarray:
@@ -99,15 +119,29 @@ def read_label_mask(path: Path | bytes, name: str = "") -> np.ndarray:
         return _labels_from_values(np.asarray(image.getchannel(0)), name, 255)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         return _labels_from_values(np.asarray(image), name, 65535)
-    if mode in ("RGB", "RGBA"):
-        return _labels_from_colours(np.asarray(image.convert("RGB")), name)
+    if mode == "RGBA":
+        rgba = np.asarray(image)
+        rgb = rgba[..., :3].copy()
+        rgb[rgba[..., 3] == 0] = 0  # fully transparent pixels are background
+        return _labels_from_colours(rgb, name)
+    if mode == "RGB":
+        return _labels_from_colours(np.asarray(image), name)
     raise ImageProblem(f"mask {name} has image mode {mode}; save masks as palette, grayscale or RGB PNGs")
 
 
 def _labels_from_values(values: np.ndarray, name: str, full_scale: int) -> np.ndarray:
     present = np.unique(values)
-    if set(present.tolist()) <= {0, full_scale}:
-        return np.asarray(values == full_scale, dtype=np.uint8)  # a binary mask: one object
+    found = set(present.tolist())
+    for on in (full_scale, VOID_LABEL):
+        if found <= {0, on}:
+            return np.asarray(values == on, dtype=np.uint8)  # a binary mask: one object
+    ids = found - {0, VOID_LABEL}
+    if len(ids) > 64 or _only_on_edges(values):
+        raise ImageProblem(
+            f"mask {name} is a grayscale image with {len(found)} levels: it looks like a soft or "
+            "anti-aliased binary mask, not object ids; save masks with exact ids (0 background, 1..254 "
+            "objects, 255 void) or as 0/255 binary masks"
+        )
     if full_scale != 255 and present.max() > VOID_LABEL:
         raise ImageProblem(
             f"mask {name} is a 16-bit label image with ids up to {int(present.max())}; "
@@ -116,7 +150,22 @@ def _labels_from_values(values: np.ndarray, name: str, full_scale: int) -> np.nd
     return values.astype(np.uint8)
 
 
+def _only_on_edges(values: np.ndarray) -> bool:
+    """Whether every pixel between 0 and 255 lies within 3 pixels of a 255 pixel: the soft edge of a 0/255 mask."""
+    full = values == VOID_LABEL
+    middle = (values > 0) & (values < VOID_LABEL)
+    if not full.any() or not middle.any():
+        return False
+    import cv2
+
+    near_full = cv2.dilate(full.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    return bool(np.all(near_full[middle]))
+
+
 def _labels_from_colours(rgb: np.ndarray, name: str) -> np.ndarray:
+    colours_present = {tuple(int(c) for c in colour) for colour in np.unique(rgb.reshape(-1, 3), axis=0)}
+    if colours_present <= {(0, 0, 0), (255, 255, 255)}:
+        return np.asarray(rgb[..., 0] == 255, dtype=np.uint8)  # black and white: one object
     flat = rgb.reshape(-1, 3)
     colours, inverse = np.unique(flat, axis=0, return_inverse=True)
     ids = []

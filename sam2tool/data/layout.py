@@ -33,8 +33,8 @@ VOID_LABEL = 255
 MAX_OBJECT_ID = 254
 MANIFEST_VERSION = 1
 
-_NATURAL = re.compile(r"(\d+)")
-_UNSAFE = re.compile(r"[/\\\x00]")
+_NATURAL = re.compile(r"([0-9]+)")
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 class DataError(Sam2ToolError):
@@ -42,8 +42,9 @@ class DataError(Sam2ToolError):
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key that puts ``2.jpg`` before ``10.jpg``."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in _NATURAL.split(name))
+    """Sort key that puts ``2.jpg`` before ``10.jpg`` (ties such as ``Bear``/``bear`` by the raw name)."""
+    parts = tuple(int(part) if part.isascii() and part.isdigit() else part.lower() for part in _NATURAL.split(name))
+    return (parts, name)
 
 
 def frame_stem(number: int, width: int = 5) -> str:
@@ -59,10 +60,16 @@ def stem_width(numbers: list[int]) -> int:
 def check_name(name: str, what: str = "video") -> str:
     """Return ``name`` if it is safe as a folder name inside the output, else raise DataError.
 
-    Refuses empty names, ``.``/``..``, path separators, NUL, and names starting with ``.`` or ``-``.
+    Refuses empty names, ``.``/``..``, path separators, control characters, names starting with
+    ``.`` or ``-``, and names with leading or trailing white space (split files could not list them).
     """
     if not name or name in (".", "..") or _UNSAFE.search(name) or name.startswith((".", "-")):
-        raise DataError(f"{what} name {name!r} cannot be a folder name (it would write outside the output)")
+        raise DataError(
+            f"{what} name {name!r} cannot be a folder name (no path separators, control characters, "
+            "'.' or '..', and no leading '.' or '-')"
+        )
+    if name != name.strip():
+        raise DataError(f"{what} name {name!r} starts or ends with white space; rename the folder")
     return name
 
 

@@ -6,9 +6,10 @@ interrupted or failed run leaves no half-written OUTPUT.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from sam2tool.data.formats.davis import DavisFormat
 from sam2tool.data.formats.sav import SavFormat
 from sam2tool.data.formats.synthetic import SyntheticFormat
 from sam2tool.data.formats.ytvos import YouTubeVOSFormat
-from sam2tool.data.layout import FRAMES_DIR, MASKS_DIR, DataError, Manifest, SkippedVideo, check_name
+from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, DataError, Manifest, SkippedVideo, check_name
 from sam2tool.errors import UsageError
 
 DEFAULT_VAL_FRACTION = 0.2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,31 +126,26 @@ def prepare_data(
         wants_file = getattr(reader, "source_is_file", False)
         if source is None or not (source.is_file() if wants_file else source.is_dir()):
             raise UsageError(f"source {'file' if wants_file else 'folder'} {source} does not exist")
-        folder = source.parent if wants_file else source
-        if output.resolve() == folder.resolve() or folder.resolve() in output.resolve().parents:
-            raise UsageError(f"OUTPUT {output} must not be inside the source folder {folder}")
-    if output.exists() and not options.force:
-        raise UsageError(f"{output} already exists; pass --force to replace it")
-    videos = list(reader.videos(source or Path(".")))
-    if not videos:
-        raise DataError(f"{source} has no videos for format {options.format}")
-    _check_unique_names(videos)
-
+        _check_not_nested(source.parent if wants_file else source, output)
+    _check_replaceable(output, options.force)
     output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(output)
     staging = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        manifest, problems = _convert_all(videos, staging, options, on_video)
+        manifest, problems, total = _convert_all(reader.videos(source or Path(".")), staging, options, on_video)
+        if total == 0:
+            raise DataError(f"{source} has no videos for format {options.format}")
         manifest.source_path = str(source) if source is not None else "generated"
         manifest.skipped += getattr(reader, "excluded", [])  # left out by design (COCO images without objects)
         if problems and not options.skip_bad:
             listed = [f"{name}: {problem}" for name, found in problems.items() for problem in found]
             raise DataError(
-                f"{len(problems)} of {len(videos)} videos have problems (nothing was written; fix them, "
+                f"{len(problems)} of {total} videos have problems (nothing was written; fix them, "
                 "or pass --skip-bad to leave those videos out):\n" + "\n".join(listed)
             )
         if not manifest.videos:
-            raise DataError(f"none of the {len(videos)} videos could be converted; see the problems above")
+            raise DataError(f"none of the {total} videos could be converted; see the problems above")
         manifest.splits = _splits(source, list(manifest.videos), options)
         manifest.save(staging)
         _replace(staging, output)
@@ -156,32 +154,83 @@ def prepare_data(
     return PrepareResult(output, manifest, problems)
 
 
-def _check_unique_names(videos: Sequence[SourceVideo]) -> None:
-    seen: dict[str, str] = {}
-    for video in videos:
-        if video.name in seen:
-            raise DataError(f"two source videos are both named {video.name!r}: {seen[video.name]} and {video.source}")
-        seen[video.name] = video.source
+def _check_not_nested(source: Path, output: Path) -> None:
+    """OUTPUT and the source must not contain each other (replacing OUTPUT would delete the source)."""
+    source, target = source.resolve(), output.resolve()
+    if target == source or source in target.parents:
+        raise UsageError(f"OUTPUT {output} must not be inside the source folder {source}")
+    if target in source.parents:
+        raise UsageError(f"OUTPUT {output} contains the source {source}; choose another OUTPUT")
+
+
+def _check_replaceable(output: Path, force: bool) -> None:
+    """OUTPUT may only be replaced (with --force) when it is a folder written by prepare-data."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if not force:
+        raise UsageError(f"{output} already exists; pass --force to replace it")
+    if output.is_symlink() or not output.is_dir():
+        raise UsageError(f"{output} is not a folder; remove it or choose another OUTPUT")
+    resolved = output.resolve()
+    if resolved == Path.cwd().resolve() or resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        raise UsageError(f"{output} is the current, home or root folder; choose another OUTPUT")
+    if any(output.iterdir()) and not (output / MANIFEST_FILE).is_file():
+        raise UsageError(
+            f"--force only replaces a folder written by prepare-data, and {output} has no {MANIFEST_FILE}; "
+            "remove it yourself or choose another OUTPUT"
+        )
+
+
+def _remove_stale_staging(output: Path) -> None:
+    """Remove temporary folders of earlier runs that were killed (their process is gone)."""
+    for stale in output.parent.glob(f".{output.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _convert_all(
-    videos: Sequence[SourceVideo],
+    videos: Iterator[SourceVideo],
     staging: Path,
     options: PrepareOptions,
     on_video: Callable[[str, int, int], None] | None,
-) -> tuple[Manifest, dict[str, list[str]]]:
+) -> tuple[Manifest, dict[str, list[str]], int]:
+    """Convert videos one at a time, as the reader lists them (nothing is held between videos)."""
     manifest = Manifest(source_format=options.format, source_path="", tool_version=__version__)
     problems: dict[str, list[str]] = {}
+    sources: dict[str, str] = {}
+    total = 0
     for index, video in enumerate(videos):
+        total += 1
         if on_video is not None:
-            on_video(video.name, index, len(videos))
+            on_video(video.name, index, 0)
         try:
+            if video.name in sources:
+                first = sources[video.name]
+                raise VideoProblems(
+                    video.name, [f"two source videos are both named {video.name!r}: {first} and {video.source}"]
+                )
+            sources[video.name] = video.source
             manifest.videos[video.name] = convert_video(video, staging)
         except VideoProblems as exc:
-            problems[video.name] = exc.problems
+            problems.setdefault(video.name, []).extend(exc.problems)
             manifest.skipped.append(SkippedVideo(video.name, exc.problems))
-            _remove_video(staging, video.name)
-    return manifest, problems
+            if video.name not in manifest.videos:
+                _remove_video(staging, video.name)
+        finally:
+            if video.close is not None:
+                video.close()
+    return manifest, problems, total
 
 
 def _remove_video(staging: Path, name: str) -> None:
@@ -202,6 +251,8 @@ def _splits(source: Path | None, names: list[str], options: PrepareOptions) -> d
         val = [n for n in official.get("val", []) if n in names]
         if val:
             return {"train": sorted(n for n in names if n not in set(val)), "val": sorted(val)}
+        if official:
+            log.warning("ImageSets of %s name none of the converted videos as val; drawing a random split", source)
     return split_videos(names, DEFAULT_VAL_FRACTION, (), options.seed)
 
 

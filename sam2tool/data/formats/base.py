@@ -6,6 +6,7 @@ happen once, in :mod:`sam2tool.data.convert`, for every format alike.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ FrameLoader = Callable[[], tuple[np.ndarray, np.ndarray | None]]
 MaskLoader = Callable[[int, int], np.ndarray]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SourceVideo:
     kind: Literal["video", "image"] = "video"
     problems: list[str] = field(default_factory=list)
     object_sources: dict[int, str] = field(default_factory=dict)
+    close: Callable[[], None] | None = None
+    """Releases what loading the frames holds (an open video file, rendered frames)."""
 
 
 class SourceFormat(Protocol):
@@ -87,12 +91,17 @@ def numbered_files(folder: Path, suffixes: Sequence[str], root: Path) -> tuple[d
     problems: list[str] = []
     if not folder.is_dir():
         return found, problems
-    files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes),
-        key=lambda p: natural_key(p.name),
-    )
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        return found, [f"{folder.relative_to(root)} cannot be listed ({exc.strerror or exc})"]
+    candidates = [p for p in entries if p.suffix.lower() in suffixes]
+    for path in candidates:
+        if path.is_symlink() and not path.exists():
+            problems.append(f"{path.relative_to(root)} is a broken symbolic link")
+    files = sorted((p for p in candidates if p.is_file()), key=lambda p: natural_key(p.name))
     for path in files:
-        if not path.stem.isdigit():
+        if not _DIGITS.fullmatch(path.stem):
             problems.append(f"{path.relative_to(root)}: frame names must be numbers such as 00042{path.suffix}")
             continue
         number = int(path.stem)

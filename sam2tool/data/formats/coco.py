@@ -42,9 +42,10 @@ class CocoFormat:
             by_image.setdefault(annotation.get("image_id"), []).append(annotation)
         images = data.get("images", [])
         folder = self._image_folder(source, images)
+        used: set[str] = set()
         for image in images:
             file_name = str(image.get("file_name", ""))
-            name = _sample_name(file_name, image.get("id"))
+            name = _sample_name(file_name, image.get("id"), used)
             annotations = [a for a in by_image.get(image.get("id"), []) if not a.get("iscrowd")]
             if not annotations:
                 self.excluded.append(SkippedVideo(name, [f"{file_name}: no object annotations"]))
@@ -96,6 +97,10 @@ class _MaskPainter:
         from sam2tool.data.images import ImageProblem
 
         labels = np.zeros((height, width), dtype=np.uint8)
+        if len(self.instances) > MAX_OBJECT_ID:
+            raise ImageProblem(
+                f"{self.file_name} has {len(self.instances)} objects; at most {MAX_OBJECT_ID} fit a palette PNG"
+            )
         try:
             for crowd in self.crowds:
                 labels[_segment(crowd, height, width)] = VOID_LABEL
@@ -138,7 +143,16 @@ def _inside(folder: Path, file_name: str) -> Path | None:
     return folder.joinpath(*relative.parts)
 
 
-def _sample_name(file_name: str, image_id: object) -> str:
-    stem = PurePosixPath(file_name.replace("\\", "/")).stem
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem).lstrip("-_.")
-    return safe or f"image_{image_id}"
+def _sample_name(file_name: str, image_id: object, used: set[str]) -> str:
+    """A folder name from the image's relative path (``patch0/img1.jpg`` -> ``patch0_img1``).
+
+    Names that would collide (``a b.jpg`` and ``a_b.jpg``, ``x.jpg`` and ``x.png``) get the image id.
+    """
+    relative = PurePosixPath(file_name.replace("\\", "/"))
+    stem = "_".join([*relative.parts[:-1], relative.stem]) if relative.parts else ""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in stem).strip("-_.")
+    name = safe or f"image_{image_id}"
+    if name in used:
+        name = f"{name}_{image_id}"
+    used.add(name)
+    return name

@@ -78,6 +78,7 @@ class SavFormat:
                 frames,
                 problems=problems,
                 object_sources={k + 1: i for k, i in enumerate(ids)},
+                close=reader.close,
             )
 
 
@@ -97,6 +98,12 @@ class _VideoReader:
         self.capture: cv2.VideoCapture | None = None
         self.position = 0
 
+    def close(self) -> None:
+        """Release the video file (the next read reopens it)."""
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
     def frame_count(self) -> int:
         capture = cv2.VideoCapture(str(self.path))
         try:
@@ -106,8 +113,7 @@ class _VideoReader:
 
     def read(self, index: int) -> np.ndarray:
         if self.capture is None or index < self.position:
-            if self.capture is not None:
-                self.capture.release()
+            self.close()
             self.capture = cv2.VideoCapture(str(self.path))
             self.position = 0
             if not self.capture.isOpened():
@@ -139,6 +145,8 @@ class _MaskletPainter:
 
     def __call__(self, height: int, width: int) -> np.ndarray:
         labels = np.zeros((height, width), dtype=np.uint8)
+        if len(self.rles) > MAX_OBJECT_ID:
+            raise ImageProblem(f"{self.label} has {len(self.rles)} masklets; at most {MAX_OBJECT_ID} fit a palette PNG")
         for k, rle in enumerate(self.rles):
             try:
                 mask = decode_rle(rle)

@@ -52,7 +52,7 @@ class SyntheticFormat:
                 SourceFrame(t, f"synthetic video {index} frame {t}", partial(video.image, t), partial(video.mask, t))
                 for t in range(self.frames)
             ]
-            yield SourceVideo(f"synthetic_{index:03d}", f"generated (seed {self.seed})", frames)
+            yield SourceVideo(f"synthetic_{index:03d}", f"generated (seed {self.seed})", frames, close=video.close)
 
 
 class _LazyVideo:
@@ -66,6 +66,10 @@ class _LazyVideo:
         if self.rendered is None:
             self.rendered = render_video(*self.args)
         return self.rendered
+
+    def close(self) -> None:
+        """Drop the rendered frames."""
+        self.rendered = None
 
     def image(self, t: int) -> tuple[np.ndarray, np.ndarray | None]:
         return self._video()[0][t], None

@@ -28,10 +28,11 @@ class YouTubeVOSFormat:
         meta = _read_meta(source)
         for folder in sorted((p for p in images.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
             frames, problems = frames_with_masks(folder, source / "Annotations" / folder.name, source)
-            objects = meta.get(folder.name, {}).get("objects", {})
+            entry = meta.get(folder.name)
+            objects = entry.get("objects") if isinstance(entry, dict) else None
             names = {
                 int(k): str(v.get("category", k))
-                for k, v in objects.items()
+                for k, v in (objects.items() if isinstance(objects, dict) else ())
                 if str(k).isdigit() and isinstance(v, dict)
             }
             yield SourceVideo(
