@@ -308,3 +308,37 @@ def test_split_is_reproducible() -> None:
     assert split_videos(["a", "b"], 0.01)["val"] != []  # at least one held-out video
     with pytest.raises(UsageError, match="not in the data: zz"):
         split_videos(names, 0.2, ["zz"])
+
+
+def test_synthetic_objects_are_recognisable_by_appearance_alone(tmp_path: Path) -> None:
+    """Colours seen on an object's first frame identify its pixels on every later frame.
+
+    This is what makes the data set learnable by a tracker: appearance carries the identity.
+    """
+    prepare(None, tmp_path / "out", format="synthetic", num_videos=6, frames=16, size=96)
+    manifest = load_manifest(tmp_path / "out")
+    correct = total = 0
+    for name, video in manifest.videos.items():
+        frames = [
+            np.asarray(Image.open(tmp_path / f"out/JPEGImages/{name}/{s}.jpg"), dtype=np.float32) for s in video.frames
+        ]
+        masks = [read_label_mask(tmp_path / f"out/Annotations/{name}/{s}.png") for s in video.frames]
+        models = {}
+        for object_id, stems in video.objects.items():
+            first = video.frames.index(stems[0])
+            pixels = frames[first][masks[first] == object_id]
+            models[object_id] = pixels[np.random.default_rng(0).choice(len(pixels), min(len(pixels), 200))]
+        for t in range(1, len(frames)):
+            for object_id in models:
+                pixels = frames[t][masks[t] == object_id][::7]
+                if not len(pixels):
+                    continue
+                distances = {
+                    k: np.min(np.linalg.norm(pixels[:, None, :] - model[None, :, :], axis=2), axis=1)
+                    for k, model in models.items()
+                }
+                nearest = np.argmin(np.stack([distances[k] for k in models]), axis=0)
+                correct += int(np.sum(np.asarray(list(models))[nearest] == object_id))
+                total += len(pixels)
+    assert total > 1000
+    assert correct / total > 0.95, correct / total
