@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 
 #: Class of the plain SAM 2 model (training, export).
 SAM2_BASE = "sam2.modeling.sam2_base.SAM2Base"
+#: Class of sam2tool's streaming video predictor.
+STREAMING_PREDICTOR = "sam2tool.models.streaming.StreamingVideoPredictor"
+#: The post-processing ``sam2.build_sam.build_sam2_video_predictor`` applies, so that predictions
+#: equal the official predictor's.
+VIDEO_PREDICTOR_OVERRIDES: tuple[str, ...] = (
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+    "++model.binarize_mask_from_pts_for_mem_enc=true",
+    "++model.fill_hole_area=8",
+)
 
 
 @dataclass
@@ -132,6 +143,17 @@ def build_model(
         log.info("Built %s with random weights", spec.display_name)
     trainable, total = apply_trainable_modules(model, settings.trainable_modules)
     return BuiltModel(model, spec, image_size, config, checkpoint, trainable, total)
+
+
+def build_video_predictor(
+    settings: ModelSettings, image_size: int, *, device: str | torch.device = "cpu", progress: bool = True
+) -> BuiltModel:
+    """Build the streaming video predictor for ``settings`` in eval mode on ``device``."""
+    built = build_model(
+        settings, image_size, target=STREAMING_PREDICTOR, extra_overrides=VIDEO_PREDICTOR_OVERRIDES, progress=progress
+    )
+    built.model.to(device).eval()
+    return built
 
 
 def apply_trainable_modules(model: torch.nn.Module, modules: Sequence[str]) -> tuple[int, int]:

@@ -1,0 +1,229 @@
+"""A SAM 2 video predictor that streams frames and forgets what it will never attend to again.
+
+The official ``SAM2VideoPredictor.init_state`` decodes every frame up front (3 x S x S float32 per
+frame: 12 MiB at 1024 px) and keeps every frame's outputs for the whole video. This predictor keeps
+the official API and computation (``init_state`` -> ``add_new_points_or_box`` / ``add_new_mask``
+-> ``propagate_in_video``), but:
+
+- frames are decoded, resized and normalised one at a time when the model asks for them, exactly
+  as the official loader does (PIL, RGB, resize to S x S, /255, ImageNet mean and std), and only
+  the current one is kept;
+- after each propagated frame, per-object outputs of frames that SAM 2 can no longer attend to
+  are dropped: memory attention reads the conditioning frames, the last ``num_maskmem`` frames
+  (times the temporal stride) and object pointers of the last ``max_obj_ptrs_in_encoder`` frames.
+
+Masks and logits are the official predictor's (see the tests); memory stays constant in the
+length of the video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+from sam2tool.data.layout import DataError, natural_key
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+_MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
+_STD = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
+
+
+class FrameSource(Protocol):
+    """Frames of a video, read one at a time."""
+
+    def __len__(self) -> int:
+        """Number of frames."""
+        ...
+
+    def read(self, index: int) -> Image.Image:
+        """Frame ``index`` as an RGB PIL image."""
+        ...
+
+
+class FolderFrames:
+    """A folder of frames (.jpg, .jpeg, .png) in natural order (``2.jpg`` before ``10.jpg``)."""
+
+    def __init__(self, folder: Path) -> None:
+        if not folder.is_dir():
+            raise DataError(f"frames folder {folder} does not exist")
+        self.paths = sorted(
+            (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+            key=lambda p: natural_key(p.name),
+        )
+        if not self.paths:
+            raise DataError(f"{folder} has no frames (.jpg, .jpeg or .png)")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def name(self, index: int) -> str:
+        """File stem of frame ``index`` (used to name its output mask)."""
+        return self.paths[index].stem
+
+    def read(self, index: int) -> Image.Image:
+        """Frame ``index`` as an RGB PIL image."""
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except OSError as exc:
+            raise DataError(f"frame {path} cannot be read ({exc})") from None
+
+
+class VideoFileFrames:
+    """A video file decoded sequentially with OpenCV (reopened only to go backwards)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            raise DataError(f"video {path} cannot be opened; is it a video file OpenCV can read?")
+        self.count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+        if self.count <= 0:
+            raise DataError(f"video {path} has no frames")
+        self.capture: cv2.VideoCapture | None = None
+        self.position = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def name(self, index: int) -> str:
+        """Zero-padded frame number."""
+        return f"{index:05d}"
+
+    def read(self, index: int) -> Image.Image:
+        """Frame ``index``: decoded forward from the current position (reopened to go back)."""
+        if self.capture is None or index < self.position:
+            if self.capture is not None:
+                self.capture.release()
+            self.capture = cv2.VideoCapture(str(self.path))
+            self.position = 0
+        while self.position < index:
+            if not self.capture.grab():
+                raise DataError(f"video {self.path} ends before frame {index}")
+            self.position += 1
+        ok, bgr = self.capture.read()
+        self.position += 1
+        if not ok or bgr is None:
+            raise DataError(f"frame {index} of video {self.path} cannot be decoded")
+        return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def open_frames(path: Path) -> FolderFrames | VideoFileFrames:
+    """Frames from a folder of images or a video file."""
+    return FolderFrames(path) if path.is_dir() else VideoFileFrames(path)
+
+
+class LazyFrames(Sequence[torch.Tensor]):
+    """The ``images`` of an inference state: each frame prepared when asked for, only the last kept."""
+
+    def __init__(self, source: FrameSource, image_size: int, device: torch.device) -> None:
+        self.source, self.image_size, self.device = source, image_size, device
+        self._cached: tuple[int, torch.Tensor] | None = None
+        first = source.read(0)
+        self.video_width, self.video_height = first.size
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        image = self.source.read(index)
+        if image.size != (self.video_width, self.video_height):
+            raise DataError(
+                f"frame {index} is {image.size[0]}x{image.size[1]} but the video is "
+                f"{self.video_width}x{self.video_height}"
+            )
+        # Exactly the official preprocessing: PIL resize, float64 / 255, then float32 normalisation.
+        pixels = np.array(image.resize((self.image_size, self.image_size))) / 255.0
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1).float()
+        tensor = ((tensor - _MEAN) / _STD).to(self.device)
+        self._cached = (index, tensor)
+        return tensor
+
+
+class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2 has no type hints
+    """``SAM2VideoPredictor`` with streamed frames and a bounded memory bank (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # SAM 2 stores memory features in bfloat16. When an object's only memory is such features
+        # (an object prompted on a later frame, tracked before it), nothing promotes them to the
+        # model's dtype and memory attention fails outside autocast (e.g. on the CPU). Casting the
+        # memory to the queries' dtype is what torch.cat already does whenever object pointers are
+        # present, so results are unchanged where the official predictor works.
+        attention_forward = self.memory_attention.forward
+
+        def forward(curr: Any, memory: torch.Tensor, curr_pos: Any = None, memory_pos: Any = None, **kw: Any) -> Any:
+            dtype = (curr[0] if isinstance(curr, list) else curr).dtype
+            memory_pos = memory_pos.to(dtype) if memory_pos is not None else None
+            return attention_forward(curr=curr, memory=memory.to(dtype), curr_pos=curr_pos, memory_pos=memory_pos, **kw)
+
+        self.memory_attention.forward = forward
+
+    def init_state(self, frames: FrameSource, offload_state_to_cpu: bool = False) -> dict[str, Any]:
+        """Start tracking on ``frames`` without decoding them up front."""
+        images = LazyFrames(frames, self.image_size, self.device)
+        state: dict[str, Any] = {
+            "images": images,
+            "num_frames": len(images),
+            "offload_video_to_cpu": False,
+            "offload_state_to_cpu": offload_state_to_cpu,
+            "video_height": images.video_height,
+            "video_width": images.video_width,
+            "device": self.device,
+            "storage_device": torch.device("cpu") if offload_state_to_cpu else self.device,
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": {},
+            "obj_idx_to_id": {},
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+        }
+        from collections import OrderedDict
+
+        state["obj_id_to_idx"], state["obj_idx_to_id"] = OrderedDict(), OrderedDict()
+        self._get_image_feature(state, frame_idx=0, batch_size=1)
+        return state
+
+    def memory_window(self) -> int:
+        """How many frames back (or ahead, in reverse) a frame's outputs can still be attended to."""
+        stride = max(int(self.memory_temporal_stride_for_eval), 1)
+        return max((int(self.num_maskmem) + 1) * stride, int(self.max_obj_ptrs_in_encoder)) + 1
+
+    def propagate_in_video(
+        self,
+        inference_state: dict[str, Any],
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Yield ``(frame_idx, obj_ids, masks at video resolution)`` frame by frame, forgetting as it goes."""
+        for frame_idx, obj_ids, masks in super().propagate_in_video(
+            inference_state, start_frame_idx, max_frame_num_to_track, reverse
+        ):
+            yield frame_idx, obj_ids, masks
+            self._forget(inference_state, frame_idx, reverse)
+
+    def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
+        window = self.memory_window()
+        for obj_idx, outputs in state["output_dict_per_obj"].items():
+            stored = outputs["non_cond_frame_outputs"]
+            tracked = state["frames_tracked_per_obj"][obj_idx]
+            for old in [t for t in stored if (t > frame_idx + window if reverse else t < frame_idx - window)]:
+                del stored[old]
+            for old in [t for t in tracked if abs(t - frame_idx) > window and t not in outputs["cond_frame_outputs"]]:
+                del tracked[old]
