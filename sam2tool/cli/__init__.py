@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from sam2tool import __version__
-from sam2tool.cli import config_commands, data_commands, evaluate_commands
+from sam2tool.cli import config_commands, data_commands, evaluate_commands, predict_commands
 
 #: Command name -> function. The README documents exactly these commands (a test checks it).
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -20,6 +20,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "validate-config": config_commands.validate_config,
     "prepare-data": data_commands.prepare_data,
     "evaluate": evaluate_commands.evaluate,
+    "predict-video": predict_commands.predict_video,
 }
 
 app = typer.Typer(

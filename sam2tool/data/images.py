@@ -186,12 +186,23 @@ def _labels_from_colours(rgb: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint8)[inverse.reshape(-1)].reshape(rgb.shape[:2])
 
 
-def write_label_mask(path: Path, labels: np.ndarray) -> None:
-    """Write a label map as a palette PNG with the DAVIS palette."""
+def write_label_mask(path: Path, labels: np.ndarray, *, atomic: bool = False, palette: bool = True) -> None:
+    """Write a label map as a palette PNG with the DAVIS palette (or a grayscale PNG).
+
+    With ``atomic``, the file is written to a temporary sibling and renamed, so a reader (or an
+    interrupted run) never sees half a PNG.
+    """
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
-    image.putpalette(PALETTE.reshape(-1).tolist())  # turns the grayscale image into a palette one
+    if palette:
+        image.putpalette(PALETTE.reshape(-1).tolist())  # turns the grayscale image into a palette one
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", optimize=False)
+    if atomic:
+        from sam2tool.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+    else:
+        image.save(path, format="PNG")
 
 
 def write_frame(path: Path, rgb: np.ndarray, quality: int = 95) -> None:

@@ -18,6 +18,7 @@ length of the video.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,9 +27,23 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from sam2 import sam2_video_predictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from sam2tool.data.layout import DataError, natural_key
+
+# Without sam2's optional CUDA extension the predictor warns on every frame and skips hole filling
+# (results are otherwise the same); sam2tool documents this once instead. sam2tool shows its own
+# progress bar, so the predictor's tqdm bar is silenced too.
+warnings.filterwarnings("ignore", message=r"cannot import name '_C' from 'sam2'", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"Skipping the post-processing step", category=UserWarning)
+
+
+def _no_progress_bar(iterable: Any, *args: Any, **kwargs: Any) -> Any:
+    return iterable
+
+
+sam2_video_predictor.tqdm = _no_progress_bar
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]

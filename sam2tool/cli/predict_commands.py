@@ -1,0 +1,148 @@
+"""``predict-video``: parse prompts and options, call the service, show progress."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+
+
+class DeviceName(str, Enum):
+    """Where to run the model."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+def predict_video(
+    input: Annotated[Path, typer.Argument(help="A folder of frames (jpg/jpeg/png, natural order) or a video file.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the masks: one DAVIS palette PNG per frame.")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config whose model section (and dataset.image_size) to use.")
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", help="Weights: a sam2tool/Lightning, exported or official checkpoint file."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="An official model by name, e.g. sam2.1_hiera_large (downloaded once)."),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Model input size (default: the config's, else 1024).")
+    ] = None,
+    point: Annotated[
+        list[str] | None,
+        typer.Option("--point", help="A click X,Y[,LABEL] (label 1 object, 0 background); repeatable."),
+    ] = None,
+    box: Annotated[str | None, typer.Option("--box", help="A box X1,Y1,X2,Y2.")] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", help="A palette/label PNG: one object per label.")] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts", help="JSON/YAML list of {frame, obj_id, points, labels, box, mask} for several objects."
+        ),
+    ] = None,
+    obj_id: Annotated[int, typer.Option("--obj-id", min=1, max=254, help="Object id of --point/--box.")] = 1,
+    frame: Annotated[int, typer.Option("--frame", min=0, help="Frame of --point/--box/--mask.")] = 0,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write overlay JPEGs to OUTPUT/overlays/.")] = False,
+    per_object: Annotated[
+        bool, typer.Option("--per-object", help="Also write binary PNGs per object to OUTPUT/objects/<id>/.")
+    ] = False,
+    save_video: Annotated[Path | None, typer.Option("--save-video", help="Also write an MP4 of the overlays.")] = None,
+    fps: Annotated[float, typer.Option("--fps", min=1.0, help="Frame rate of --save-video.")] = 24.0,
+    device: Annotated[
+        DeviceName, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")
+    ] = (DeviceName.auto),
+    debug: DebugOption = False,
+) -> None:
+    """Track objects through a video of any length in constant memory; write a mask per frame."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sam2tool.config.loading import load_settings
+    from sam2tool.errors import UsageError
+    from sam2tool.models.registry import official_checkpoint_spec
+    from sam2tool.services.predict_video import (
+        Prompt,
+        load_prompts_file,
+        mask_prompts,
+        parse_box,
+        parse_point,
+    )
+    from sam2tool.services.predict_video import (
+        predict_video as run,
+    )
+
+    with reporting_errors(debug):
+        flags: dict[str, object] = {}
+        if model is not None:
+            spec = official_checkpoint_spec(model)
+            if spec is None:
+                raise UsageError(f"--model {model!r} is not an official model name (e.g. sam2.1_hiera_tiny)")
+            flags.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
+        if checkpoint is not None:
+            flags["model.checkpoint"] = checkpoint
+        settings = load_settings(config, flags=flags)
+        size = image_size or (settings.dataset.image_size if config is not None else 1024)
+        items: list[Prompt] = []
+        if point or box:
+            clicks = [parse_point(p) for p in point or []]
+            items.append(
+                Prompt(
+                    frame,
+                    obj_id,
+                    points=[(x, y) for x, y, _ in clicks],
+                    labels=[label for _, _, label in clicks],
+                    box=parse_box(box) if box else None,
+                )
+            )
+        if mask is not None:
+            items += mask_prompts(mask, frame)
+        if prompts is not None:
+            items += load_prompts_file(prompts)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("Tracking", total=None, fps="")
+            import time
+
+            started = time.perf_counter()
+
+            def on_frame(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=done, total=total, fps=f"{rate:.1f} frames/s")
+
+            result = run(
+                input,
+                output,
+                settings,
+                size,
+                items,
+                device=device.value,
+                overlay=overlay,
+                per_object=per_object,
+                save_video=save_video,
+                fps=fps,
+                on_frame=on_frame,
+            )
+        console.print(
+            f"Wrote masks of {len(result.objects)} object(s) for {result.frames} frames to {result.output} "
+            f"in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} frames/s)",
+            markup=False,
+            highlight=False,
+        )
+        if result.video is not None:
+            console.print(f"Wrote {result.video}", markup=False, highlight=False)
