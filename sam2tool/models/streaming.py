@@ -23,14 +23,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from sam2 import sam2_video_predictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
+from sam2tool.data.images import ImageProblem
 from sam2tool.data.layout import DataError, natural_key
+from sam2tool.data.video_file import VideoFileReader
 
 # Without sam2's optional CUDA extension the predictor warns on every frame and skips hole filling
 # (results are otherwise the same); sam2tool documents this once instead. sam2tool shows its own
@@ -97,15 +98,10 @@ class VideoFileFrames:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise DataError(f"video {path} cannot be opened; is it a video file OpenCV can read?")
-        self.count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        capture.release()
+        self.reader = VideoFileReader(path)
+        self.count = self.reader.frame_count()
         if self.count <= 0:
-            raise DataError(f"video {path} has no frames")
-        self.capture: cv2.VideoCapture | None = None
-        self.position = 0
+            raise DataError(f"video {path} cannot be read or has no frames; is it a video file OpenCV can read?")
 
     def __len__(self) -> int:
         return self.count
@@ -115,21 +111,11 @@ class VideoFileFrames:
         return f"{index:05d}"
 
     def read(self, index: int) -> Image.Image:
-        """Frame ``index``: decoded forward from the current position (reopened to go back)."""
-        if self.capture is None or index < self.position:
-            if self.capture is not None:
-                self.capture.release()
-            self.capture = cv2.VideoCapture(str(self.path))
-            self.position = 0
-        while self.position < index:
-            if not self.capture.grab():
-                raise DataError(f"video {self.path} ends before frame {index}")
-            self.position += 1
-        ok, bgr = self.capture.read()
-        self.position += 1
-        if not ok or bgr is None:
-            raise DataError(f"frame {index} of video {self.path} cannot be decoded")
-        return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        """Frame ``index`` as an RGB PIL image."""
+        try:
+            return Image.fromarray(self.reader.read(index))
+        except ImageProblem as exc:
+            raise DataError(str(exc)) from None
 
 
 def open_frames(path: Path) -> FolderFrames | VideoFileFrames:

@@ -133,3 +133,28 @@ def test_unreadable_frame_stops_cleanly_and_keeps_what_was_written(video: tuple[
     assert result.exit_code == 1
     assert "00007.jpg cannot be read" in result.output
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == [f"{t:05d}" for t in range(7)]
+
+
+def test_video_file_input(video: tuple[Path, Path], tmp_path: Path) -> None:
+    import cv2
+
+    frames, config = video
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 24, (120, 90))
+    for path in sorted(frames.iterdir()):
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    result = runner.invoke(
+        app,
+        [
+            "predict-video",
+            str(tmp_path / "clip.mp4"),
+            "-o",
+            str(tmp_path / "out"),
+            "--config",
+            str(config),
+            "--point",
+            "25,35",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == [f"{t:05d}" for t in range(12)]

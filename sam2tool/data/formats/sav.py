@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
 from sam2tool.data.images import ImageProblem
 from sam2tool.data.layout import MAX_OBJECT_ID, DataError, natural_key
 from sam2tool.data.rle import decode_rle
+from sam2tool.data.video_file import VideoFileReader
 
 ANNOTATION_STRIDE = 4
 _SUFFIXES = ("_manual.json", "_auto.json")
@@ -55,7 +55,7 @@ class SavFormat:
             if not video_file.is_file():
                 yield SourceVideo(stem, label, [], problems=[f"{label} has no video {video_file.name} beside it"])
                 continue
-            reader = _VideoReader(video_file)
+            reader = VideoFileReader(video_file)
             frame_count = int(data.get("video_frame_count") or reader.frame_count() or 0)
             stride = _stride(frame_count, len(masklets))
             annotated = {k * stride: k for k in range(len(masklets))}
@@ -90,47 +90,8 @@ def _stride(frame_count: int, annotated: int) -> int:
     return ANNOTATION_STRIDE
 
 
-class _VideoReader:
-    """Sequential OpenCV decoding with forward seeking; reopens only to go backwards."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.capture: cv2.VideoCapture | None = None
-        self.position = 0
-
-    def close(self) -> None:
-        """Release the video file (the next read reopens it)."""
-        if self.capture is not None:
-            self.capture.release()
-            self.capture = None
-
-    def frame_count(self) -> int:
-        capture = cv2.VideoCapture(str(self.path))
-        try:
-            return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        finally:
-            capture.release()
-
-    def read(self, index: int) -> np.ndarray:
-        if self.capture is None or index < self.position:
-            self.close()
-            self.capture = cv2.VideoCapture(str(self.path))
-            self.position = 0
-            if not self.capture.isOpened():
-                raise ImageProblem(f"video {self.path.name} cannot be opened; is it a valid MP4?")
-        while self.position < index:
-            if not self.capture.grab():
-                raise ImageProblem(f"video {self.path.name} ends before frame {index}")
-            self.position += 1
-        ok, bgr = self.capture.read()
-        self.position += 1
-        if not ok or bgr is None:
-            raise ImageProblem(f"video {self.path.name}: frame {index} cannot be decoded")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 class _FrameLoader:
-    def __init__(self, reader: _VideoReader, index: int) -> None:
+    def __init__(self, reader: VideoFileReader, index: int) -> None:
         self.reader, self.index = reader, index
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray | None]:
