@@ -6,7 +6,7 @@ import json
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,18 +20,45 @@ class ProtocolName(str, Enum):
     sav = "sav"
 
 
+class PromptName(str, Enum):
+    """How the ground truth prompts the model in model mode."""
+
+    mask = "mask"
+    box = "box"
+    point = "point"
+
+
 def evaluate(
     predictions: Annotated[
-        Path, typer.Option("--predictions", help="Folder of predicted masks: <video>/<frame>.png (DAVIS palette PNGs).")
-    ],
+        Path | None,
+        typer.Option("--predictions", help="Score mode: folder of predicted masks <video>/<frame>.png."),
+    ] = None,
     ground_truth: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--ground-truth",
-            help="Ground truth: a folder written by prepare-data (scores its --split), a folder with "
+            help="Score mode: a folder written by prepare-data (scores its --split), a folder with "
             "Annotations/, or a folder of <video>/ mask folders.",
         ),
-    ],
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Model mode: the config of the model (and of dataset.root).")
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Model mode: weights to evaluate instead of model.checkpoint.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Model mode: prepared data folder (default: dataset.root).")
+    ] = None,
+    prompt: Annotated[
+        PromptName,
+        typer.Option("--prompt", help="Model mode: prompt each object with its first ground-truth mask, box or point."),
+    ] = PromptName.mask,
+    baseline: Annotated[
+        bool,
+        typer.Option("--baseline", help="Model mode: also evaluate the config's model.checkpoint and compare."),
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="Model mode: auto, cpu, cuda or mps.")] = "auto",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -51,11 +78,12 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print results.json instead of tables.")] = False,
     debug: DebugOption = False,
 ) -> None:
-    """Score predicted masks against ground truth with DAVIS-exact J, F and J&F."""
+    """Score masks, or a model on held-out videos, with DAVIS-exact J, F and J&F."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    from sam2tool.services.evaluate import RESULT_KEYS, score_folders, write_report
+    from sam2tool.config.loading import load_settings
+    from sam2tool.errors import UsageError
+    from sam2tool.services.evaluate import evaluate_model, finite, score_folders, write_report
 
     with reporting_errors(debug):
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -63,28 +91,85 @@ def evaluate(
             task = progress.add_task("Scoring", total=None)
 
             def on_video(name: str, index: int, total: int) -> None:
-                progress.update(task, completed=index, total=total, description=f"Scoring {name}")
+                progress.update(task, completed=index, total=total, description=f"{name}")
 
-            report = score_folders(predictions, ground_truth, protocol.value, split, workers, on_video)
-        destination = output or predictions.parent / f"{predictions.name}_evaluation"
-        files = write_report(report, destination)
+            if predictions is not None or ground_truth is not None:
+                if predictions is None or ground_truth is None or config is not None:
+                    raise UsageError("score mode takes --predictions and --ground-truth (and no --config)")
+                report = score_folders(predictions, ground_truth, protocol.value, split, workers, on_video)
+                destination = output or predictions.parent / f"{predictions.name}_evaluation"
+                write_report(report, destination)
+                reports = {"predictions": report}
+            else:
+                if config is None:
+                    raise UsageError("give --predictions and --ground-truth (score mode), or --config (model mode)")
+                settings = load_settings(config)
+                root = data or settings.dataset.root
+                if root is None:
+                    raise UsageError(f"{config} sets no dataset.root; pass --data")
+                destination = output or Path("evaluation")
+                reports = evaluate_model(
+                    settings,
+                    settings.dataset.image_size,
+                    root,
+                    split or settings.dataset.val_split,
+                    destination,
+                    checkpoint=checkpoint,
+                    baseline=baseline,
+                    kind=prompt.value,
+                    protocol=protocol.value,
+                    device=device,
+                    workers=workers,
+                    on_video=on_video,
+                )
         if json_output:
-            console.print_json(json.dumps(json.loads(files[0].read_text())))
+            documents = {name: r.to_json() for name, r in reports.items()}
+            console.print_json(json.dumps(finite(next(iter(documents.values())) if len(documents) == 1 else documents)))
             return
-        table = Table(title=f"{protocol.value.upper()} protocol: per object")
-        longest = max((len(str(row["video"])) for row in report.per_object), default=5)
-        table.add_column("video", no_wrap=True, min_width=min(longest, 40))
-        for column in ("object", *RESULT_KEYS):
-            table.add_column(column, justify="right")
-        for row in report.per_object:
-            table.add_row(str(row["video"]), str(row["object"]), *(_fmt(row[k]) for k in RESULT_KEYS))
-        totals = report.overall
-        table.add_section()
-        table.add_row("overall", "", *(_fmt(totals[k]) for k in RESULT_KEYS), style="bold")
-        console.print(table)
-        console.print(f"Wrote {', '.join(str(f) for f in files)}", markup=False, highlight=False)
+        for name, report in reports.items():
+            _print_table(report, f"{protocol.value.upper()} protocol, {name}: per object")
+        if len(reports) == 2:
+            _print_comparison(reports)
+        console.print(f"Wrote the reports to {destination}", markup=False, highlight=False)
 
 
-def _fmt(value: object) -> str:
+def _print_table(report: Any, title: str) -> None:
+    from rich.table import Table
+
+    from sam2tool.services.evaluate import RESULT_KEYS
+
+    table = Table(title=title)
+    longest = max((len(str(row["video"])) for row in report.per_object), default=5)
+    table.add_column("video", no_wrap=True, min_width=min(longest, 40))
+    for column in ("object", *RESULT_KEYS):
+        table.add_column(column, justify="right")
+    for row in report.per_object:
+        table.add_row(str(row["video"]), str(row["object"]), *(_fmt(row[k]) for k in RESULT_KEYS))
+    totals = report.overall
+    table.add_section()
+    table.add_row("overall", "", *(_fmt(totals[k]) for k in RESULT_KEYS), style="bold")
+    console.print(table)
+
+
+def _print_comparison(reports: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    before, after = reports["baseline"], reports["finetuned"]
+    table = Table(title="Before and after fine-tuning")
+    for column in ("video", "J&F before", "J&F after", "change"):
+        table.add_column(column, justify="left" if column == "video" else "right")
+    after_by_video = {row["video"]: row for row in after.per_video}
+    for row in before.per_video:
+        new = after_by_video[row["video"]]
+        table.add_row(row["video"], _fmt(row["J&F"]), _fmt(new["J&F"]), _fmt(new["J&F"] - row["J&F"], signed=True))
+    table.add_section()
+    old_total, new_total = before.overall["J&F"], after.overall["J&F"]
+    table.add_row("overall", _fmt(old_total), _fmt(new_total), _fmt(new_total - old_total, signed=True), style="bold")
+    console.print(table)
+
+
+def _fmt(value: object, signed: bool = False) -> str:
     number = float(value)  # type: ignore[arg-type]
-    return "n/a" if not math.isfinite(number) else f"{number:.3f}"
+    if not math.isfinite(number):
+        return "n/a"
+    return f"{number:+.3f}" if signed else f"{number:.3f}"

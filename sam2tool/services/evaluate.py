@@ -28,6 +28,7 @@ from typing import Any
 
 from sam2tool import __version__
 from sam2tool.atomic import atomic_path, atomic_write_text
+from sam2tool.data.images import read_label_mask
 from sam2tool.data.layout import MANIFEST_FILE, MASKS_DIR, DataError, natural_key, read_split
 from sam2tool.errors import UsageError
 from sam2tool.metrics.evaluation import Protocol, overall, score_video
@@ -141,7 +142,7 @@ def write_report(report: EvaluationReport, output: Path) -> list[Path]:
     """Write ``results.json``, ``results.csv`` and ``jf_per_video.png`` into ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     json_path, csv_path, chart_path = output / "results.json", output / "results.csv", output / "jf_per_video.png"
-    atomic_write_text(json_path, json.dumps(_finite(report.to_json()), indent=1) + "\n")
+    atomic_write_text(json_path, json.dumps(finite(report.to_json()), indent=1) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["video", "object", *RESULT_KEYS, "frames"])
@@ -155,14 +156,14 @@ def write_report(report: EvaluationReport, output: Path) -> list[Path]:
     return [json_path, csv_path, chart_path]
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON has no NaN: undefined values (no frames to score) become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
@@ -189,3 +190,129 @@ def _bar_chart(per_video: list[dict[str, Any]], mean: float, path: Path) -> None
     if not ok:
         raise DataError(f"cannot encode the chart {path}")
     path.write_bytes(encoded.tobytes())
+
+
+#: How the ground truth prompts the model: ``mask``, ``box`` or ``point``.
+PromptKind = str
+
+
+def ground_truth_prompts(gt_video: Path, frame_names: list[str], kind: PromptKind, protocol: Protocol) -> list[Any]:
+    """The semi-supervised prompts of a video: each object's ground truth on its first annotated frame.
+
+    DAVIS: the objects of the first ground-truth frame, prompted there. SA-V: every object, prompted
+    on the first ground-truth frame where it appears. ``box`` and ``point`` prompts are derived from
+    that mask: its bounding box, or the pixel farthest inside it.
+    """
+    import cv2
+    import numpy as np
+
+    from sam2tool.metrics.evaluation import gt_frames
+    from sam2tool.services.predict_video import Prompt
+
+    stems = gt_frames(gt_video)
+    if not stems:
+        raise DataError(f"ground truth {gt_video} has no annotated frame; a prompt needs one")
+    prompts: list[Prompt] = []
+    seen: set[int] = set()
+    for stem in stems if protocol == "sav" else stems[:1]:
+        labels = read_label_mask(gt_video / f"{stem}.png")
+        if stem not in frame_names:
+            raise DataError(f"ground truth {gt_video / stem}.png has no frame {stem} in the frames folder")
+        frame = frame_names.index(stem)
+        for k in (int(v) for v in np.unique(labels)):
+            if k in (0, 255) or k in seen:
+                continue
+            seen.add(k)
+            mask = labels == k
+            if kind == "mask":
+                prompts.append(Prompt(frame, k, mask=mask))
+            elif kind == "box":
+                ys, xs = np.nonzero(mask)
+                prompts.append(
+                    Prompt(frame, k, box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+                )
+            else:
+                distance = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+                y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+                prompts.append(Prompt(frame, k, points=[(float(x), float(y))], labels=[1]))
+    if not prompts:
+        raise DataError(f"the first annotated frame of {gt_video} shows no object to prompt")
+    return prompts
+
+
+def predict_split(
+    predictor: Any,
+    root: Path,
+    videos: list[str],
+    output: Path,
+    kind: PromptKind,
+    protocol: Protocol,
+    on_video: Callable[[str, int, int], None] | None = None,
+) -> None:
+    """Run the predictor on each video of a prepared folder, prompted from its ground truth."""
+    from sam2tool.data.layout import FRAMES_DIR
+    from sam2tool.models.streaming import FolderFrames
+    from sam2tool.services.predict_video import track
+
+    for index, video in enumerate(videos):
+        if on_video is not None:
+            on_video(video, index, len(videos))
+        frames = FolderFrames(root / FRAMES_DIR / video)
+        names = [frames.name(i) for i in range(len(frames))]
+        prompts = ground_truth_prompts(root / MASKS_DIR / video, names, kind, protocol)
+        track(predictor, frames, output / video, prompts)
+
+
+def evaluate_model(
+    settings: Any,
+    image_size: int,
+    root: Path,
+    split: str,
+    output: Path,
+    *,
+    checkpoint: str | None = None,
+    baseline: bool = False,
+    kind: PromptKind = "mask",
+    protocol: Protocol = "davis",
+    device: str = "auto",
+    workers: int = 1,
+    on_video: Callable[[str, int, int], None] | None = None,
+) -> dict[str, EvaluationReport]:
+    """Predict the held-out videos with the model (and, with ``baseline``, the model before fine-tuning) and score them.
+
+    Returns:
+        ``{"model": report}``, or ``{"baseline": report, "finetuned": report}``.
+
+    Raises:
+        UsageError: ``baseline`` without ``checkpoint``, or a folder that is not a prepared one.
+        DataError: A video cannot be predicted or scored.
+
+    """
+    from sam2tool.services.predict_video import load_predictor
+
+    if not (root / MANIFEST_FILE).is_file():
+        raise UsageError(f"{root} is not a folder written by prepare-data (no {MANIFEST_FILE}); use --data")
+    if baseline and checkpoint is None:
+        raise UsageError("--baseline compares --checkpoint with the config's model.checkpoint; give --checkpoint")
+    videos = read_split(root, split)
+    if not videos:
+        raise DataError(f"{root}/splits/{split}.txt lists no video to evaluate")
+    runs: dict[str, Any] = {}
+    if baseline:
+        runs["baseline"] = settings
+    tuned = settings.model_copy(deep=True)
+    if checkpoint is not None:
+        tuned.model.checkpoint = checkpoint
+    runs["finetuned" if baseline else "model"] = tuned
+    reports: dict[str, EvaluationReport] = {}
+    for name, run_settings in runs.items():
+        predictor = load_predictor(run_settings, image_size, device)
+        predictions = output / name / "predictions"
+        predict_split(predictor, root, videos, predictions, kind, protocol, on_video)
+        del predictor
+        reports[name] = score_folders(predictions, root, protocol, split, workers)
+        write_report(reports[name], output / name)
+    if baseline:
+        comparison = {name: report.overall for name, report in reports.items()}
+        atomic_write_text(output / "comparison.json", json.dumps(finite(comparison), indent=1) + "\n")
+    return reports

@@ -179,6 +179,13 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def load_predictor(settings: Sam2ToolSettings, image_size: int, device: str = "auto") -> Any:
+    """The streaming predictor for ``settings.model`` on ``device`` (``auto`` resolved)."""
+    from sam2tool.models.build import build_video_predictor
+
+    return build_video_predictor(settings.model, image_size, device=resolve_device(device), progress=True).model
+
+
 def predict_video(
     source: Path,
     output: Path,
@@ -193,30 +200,55 @@ def predict_video(
     fps: float = 24.0,
     on_frame: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
-    """Track the prompted objects through ``source`` and write masks into ``output``.
+    """Build the model of ``settings`` and run :func:`track` with it."""
+    if not source.exists():
+        raise UsageError(f"input {source} does not exist; give a folder of frames or a video file")
+    resolve_device(device)  # refuse an unavailable device before loading anything
+    from sam2tool.models.streaming import open_frames
+
+    frames = open_frames(source)
+    width, height = frames.read(0).size
+    validate_prompts(prompts, len(frames), width, height)
+    predictor = load_predictor(settings, image_size, device)
+    return track(
+        predictor,
+        frames,
+        output,
+        prompts,
+        overlay=overlay,
+        per_object=per_object,
+        save_video=save_video,
+        fps=fps,
+        on_frame=on_frame,
+    )
+
+
+def track(
+    predictor: Any,
+    frames: Any,
+    output: Path,
+    prompts: Sequence[Prompt],
+    *,
+    overlay: bool = False,
+    per_object: bool = False,
+    save_video: Path | None = None,
+    fps: float = 24.0,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> PredictResult:
+    """Track the prompted objects through ``frames`` and write masks into ``output``.
 
     Raises:
-        UsageError: Bad prompts or device.
-        DataError: Missing or unreadable frames (masks written so far are kept).
+        UsageError: Bad prompts.
+        DataError: Unreadable frames (masks written so far are kept).
 
     """
     import time
 
     import torch
-
-    from sam2tool.models.build import build_video_predictor
-    from sam2tool.models.streaming import open_frames
-
-    if not source.exists():
-        raise UsageError(f"input {source} does not exist; give a folder of frames or a video file")
-    frames = open_frames(source)
     from PIL import Image
 
-    first = frames.read(0)
-    width, height = first.size
+    width, height = frames.read(0).size
     validate_prompts(prompts, len(frames), width, height)
-    torch_device = resolve_device(device)
-    predictor: Any = build_video_predictor(settings.model, image_size, device=torch_device, progress=True).model
     output.mkdir(parents=True, exist_ok=True)
     written: set[int] = set()
     start = time.perf_counter()
