@@ -62,6 +62,12 @@ def predict_video(
     device: Annotated[
         DeviceName, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")
     ] = (DeviceName.auto),
+    compile: Annotated[
+        bool, typer.Option("--compile", help="Compile the model with torch.compile (CUDA; slow start, faster frames).")
+    ] = False,
+    offload: Annotated[
+        bool, typer.Option("--offload", help="Keep the tracking state in host memory (long videos on small GPUs).")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Track objects through a video of any length in constant memory; write a mask per frame."""
@@ -132,6 +138,8 @@ def predict_video(
                 size,
                 items,
                 device=device.value,
+                compile=compile,
+                offload=offload,
                 overlay=overlay,
                 per_object=per_object,
                 save_video=save_video,

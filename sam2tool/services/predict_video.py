@@ -179,11 +179,25 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_predictor(settings: Sam2ToolSettings, image_size: int, device: str = "auto") -> Any:
-    """The streaming predictor for ``settings.model`` on ``device`` (``auto`` resolved)."""
+def load_predictor(settings: Sam2ToolSettings, image_size: int, device: str = "auto", compile: bool = False) -> Any:
+    """The streaming predictor for ``settings.model`` on ``device`` (``auto`` resolved).
+
+    ``compile`` compiles the image encoder, memory attention, memory encoder, prompt encoder and
+    mask decoder with ``torch.compile`` (as the official VOS-optimised predictor does); CUDA only.
+    """
+    import torch
+
     from sam2tool.models.build import build_video_predictor
 
-    return build_video_predictor(settings.model, image_size, device=resolve_device(device), progress=True).model
+    resolved = resolve_device(device)
+    if compile and resolved != "cuda":
+        raise UsageError("--compile needs a CUDA GPU (--device cuda); on other devices run without it")
+    predictor = build_video_predictor(settings.model, image_size, device=resolved, progress=True).model
+    if compile:
+        for name in ("image_encoder", "memory_attention", "memory_encoder", "sam_prompt_encoder", "sam_mask_decoder"):
+            module = getattr(predictor, name)
+            module.forward = torch.compile(module.forward, mode="max-autotune", dynamic=False)
+    return predictor
 
 
 def predict_video(
@@ -194,6 +208,8 @@ def predict_video(
     prompts: Sequence[Prompt],
     *,
     device: str = "auto",
+    compile: bool = False,
+    offload: bool = False,
     overlay: bool = False,
     per_object: bool = False,
     save_video: Path | None = None,
@@ -209,12 +225,13 @@ def predict_video(
     frames = open_frames(source)
     width, height = frames.read(0).size
     validate_prompts(prompts, len(frames), width, height)
-    predictor = load_predictor(settings, image_size, device)
+    predictor = load_predictor(settings, image_size, device, compile)
     return track(
         predictor,
         frames,
         output,
         prompts,
+        offload=offload,
         overlay=overlay,
         per_object=per_object,
         save_video=save_video,
@@ -229,6 +246,7 @@ def track(
     output: Path,
     prompts: Sequence[Prompt],
     *,
+    offload: bool = False,
     overlay: bool = False,
     per_object: bool = False,
     save_video: Path | None = None,
@@ -236,6 +254,9 @@ def track(
     on_frame: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """Track the prompted objects through ``frames`` and write masks into ``output``.
+
+    ``offload`` keeps the tracking state (memories, object pointers) in host memory, for very
+    long videos on small GPUs.
 
     Raises:
         UsageError: Bad prompts.
@@ -254,7 +275,7 @@ def track(
     start = time.perf_counter()
     try:
         with torch.inference_mode():
-            state = predictor.init_state(frames)
+            state = predictor.init_state(frames, offload_state_to_cpu=offload)
             for p in prompts:
                 if p.mask is not None:
                     predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=p.mask)

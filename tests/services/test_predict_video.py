@@ -158,3 +158,11 @@ def test_video_file_input(video: tuple[Path, Path], tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == [f"{t:05d}" for t in range(12)]
+
+
+def test_compile_needs_cuda_and_offload_works_on_cpu(video: tuple[Path, Path], tmp_path: Path) -> None:
+    result = predict(video, tmp_path / "a", "--point", "25,35", "--compile", "--device", "cpu")
+    assert result.exit_code == 2 and "--compile needs a CUDA GPU" in result.output
+    result = predict(video, tmp_path / "b", "--point", "25,35", "--offload", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "b").glob("*.png"))) == 12
