@@ -118,9 +118,8 @@ def main() -> None:
         theirs = measure("official", short, args.size, args.image_size, args.frames)
         print(f"speed, SAM 2.1 {args.size}, {args.frames} frames:")
         print(f"  official SAM2VideoPredictor: {theirs['s_per_frame']:.3f} s/frame")
-        print(
-            f"  sam2tool streaming:          {ours['s_per_frame']:.3f} s/frame  (ratio {ours['s_per_frame'] / theirs['s_per_frame']:.2f})"
-        )
+        ratio = ours["s_per_frame"] / theirs["s_per_frame"]
+        print(f"  sam2tool streaming:          {ours['s_per_frame']:.3f} s/frame  (ratio {ratio:.2f})")
         long = make_video(Path(tmp) / "long", args.long)
         rows = [
             ("sam2tool", 100, measure("ours", short, args.memory_size, args.image_size, 100)),
@@ -138,9 +137,8 @@ def main() -> None:
             )
         print(f"memory, {args.memory_size} model (peak RSS of the whole process; time to the first mask):")
         for name, frames, result in rows:
-            print(
-                f"  {name:9s} {frames:5d} frames: peak RSS {result['peak_rss_mib']:7.0f} MiB, first mask after {result['first_mask_s']:6.2f} s"
-            )
+            rss, first = result["peak_rss_mib"], result["first_mask_s"]
+            print(f"  {name:9s} {frames:5d} frames: peak RSS {rss:7.0f} MiB, first mask after {first:6.2f} s")
         growth = rows[1][2]["peak_rss_mib"] / rows[0][2]["peak_rss_mib"] - 1
         print(f"  sam2tool RSS growth from 100 to {args.long} frames: {100 * growth:+.1f} %")
 
