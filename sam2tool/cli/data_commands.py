@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
 from sam2tool.data.formats import FORMATS
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
@@ -62,7 +62,6 @@ def prepare_data(
     debug: DebugOption = False,
 ) -> None:
     """Convert annotations (DAVIS, YouTube-VOS/MOSE, SA-V, COCO, synthetic) into the training layout."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from sam2tool.errors import UsageError
@@ -89,8 +88,7 @@ def prepare_data(
             images=images,
             all_frames=all_frames,
         )
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("Converting", total=None)
 
             def on_video(name: str, index: int, total: int) -> None:

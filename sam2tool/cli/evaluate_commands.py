@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
 
 
 class ProtocolName(str, Enum):
@@ -79,15 +79,12 @@ def evaluate(
     debug: DebugOption = False,
 ) -> None:
     """Score masks, or a model on held-out videos, with DAVIS-exact J, F and J&F."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from sam2tool.config.loading import load_settings
     from sam2tool.errors import UsageError
     from sam2tool.services.evaluate import evaluate_model, finite, score_folders, write_report
 
     with reporting_errors(debug):
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True, disable=json_output) as progress:
+        with progress_bar(disable=json_output) as progress:
             task = progress.add_task("Scoring", total=None)
 
             def on_video(name: str, index: int, total: int) -> None:

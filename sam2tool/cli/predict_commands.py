@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
 
 
 class DeviceName(str, Enum):
@@ -71,13 +71,14 @@ def predict_video(
     debug: DebugOption = False,
 ) -> None:
     """Track objects through a video of any length in constant memory; write a mask per frame."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import TextColumn, TimeRemainingColumn
 
     from sam2tool.config.loading import load_settings
     from sam2tool.errors import UsageError
     from sam2tool.models.registry import official_checkpoint_spec
     from sam2tool.services.predict_video import (
         Prompt,
+        TrackOptions,
         load_prompts_file,
         mask_prompts,
         parse_box,
@@ -114,14 +115,7 @@ def predict_video(
             items += mask_prompts(mask, frame)
         if prompts is not None:
             items += load_prompts_file(prompts)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]}"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
+        with progress_bar(TextColumn("{task.fields[fps]}"), TimeRemainingColumn()) as progress:
             task = progress.add_task("Tracking", total=None, fps="")
             import time
 
@@ -131,6 +125,9 @@ def predict_video(
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, fps=f"{rate:.1f} frames/s")
 
+            options = TrackOptions(
+                offload=offload, overlay=overlay, per_object=per_object, save_video=save_video, fps=fps
+            )
             result = run(
                 input,
                 output,
@@ -139,11 +136,7 @@ def predict_video(
                 items,
                 device=device.value,
                 compile=compile,
-                offload=offload,
-                overlay=overlay,
-                per_object=per_object,
-                save_video=save_video,
-                fps=fps,
+                options=options,
                 on_frame=on_frame,
             )
         console.print(

@@ -11,7 +11,7 @@ import logging
 import signal
 import traceback
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,14 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show debug logs and full tracebacks.")]
+
+
+def progress_bar(*extra: Any, disable: bool = False) -> Any:
+    """The progress bar of every long loop: description, bar, done/total, elapsed, then ``extra`` columns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), *extra)
+    return Progress(*columns, console=console, transient=True, disable=disable)
 
 
 def configure_logging(debug: bool, level: str = "WARNING") -> None:

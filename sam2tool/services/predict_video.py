@@ -35,6 +35,26 @@ class Prompt:
     mask: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class TrackOptions:
+    """What to write besides the palette PNGs, and where to keep the tracking state.
+
+    Attributes:
+        offload: Keep the tracking state (memories, object pointers) in host memory.
+        overlay: Write overlay JPEGs to ``OUTPUT/overlays/``.
+        per_object: Write binary PNGs per object to ``OUTPUT/objects/<id>/``.
+        save_video: Write an MP4 of the overlays there.
+        fps: Frame rate of that MP4.
+
+    """
+
+    offload: bool = False
+    overlay: bool = False
+    per_object: bool = False
+    save_video: Path | None = None
+    fps: float = 24.0
+
+
 @dataclass
 class PredictResult:
     """What ``predict-video`` wrote."""
@@ -209,11 +229,7 @@ def predict_video(
     *,
     device: str = "auto",
     compile: bool = False,
-    offload: bool = False,
-    overlay: bool = False,
-    per_object: bool = False,
-    save_video: Path | None = None,
-    fps: float = 24.0,
+    options: TrackOptions = TrackOptions(),
     on_frame: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """Build the model of ``settings`` and run :func:`track` with it."""
@@ -226,18 +242,7 @@ def predict_video(
     width, height = frames.read(0).size
     validate_prompts(prompts, len(frames), width, height)
     predictor = load_predictor(settings, image_size, device, compile)
-    return track(
-        predictor,
-        frames,
-        output,
-        prompts,
-        offload=offload,
-        overlay=overlay,
-        per_object=per_object,
-        save_video=save_video,
-        fps=fps,
-        on_frame=on_frame,
-    )
+    return track(predictor, frames, output, prompts, options, on_frame)
 
 
 def track(
@@ -245,18 +250,10 @@ def track(
     frames: Any,
     output: Path,
     prompts: Sequence[Prompt],
-    *,
-    offload: bool = False,
-    overlay: bool = False,
-    per_object: bool = False,
-    save_video: Path | None = None,
-    fps: float = 24.0,
+    options: TrackOptions = TrackOptions(),
     on_frame: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """Track the prompted objects through ``frames`` and write masks into ``output``.
-
-    ``offload`` keeps the tracking state (memories, object pointers) in host memory, for very
-    long videos on small GPUs.
 
     Raises:
         UsageError: Bad prompts.
@@ -275,7 +272,7 @@ def track(
     start = time.perf_counter()
     try:
         with torch.inference_mode():
-            state = predictor.init_state(frames, offload_state_to_cpu=offload)
+            state = predictor.init_state(frames, offload_state_to_cpu=options.offload)
             for p in prompts:
                 if p.mask is not None:
                     predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=p.mask)
@@ -299,13 +296,13 @@ def track(
                     labels = _labels(logits, obj_ids)
                     name = frames.name(frame_idx)
                     write_label_mask(output / f"{name}.png", labels, atomic=True)
-                    if per_object:
+                    if options.per_object:
                         for k in obj_ids:
                             binary = (labels == k).astype(np.uint8) * 255
                             write_label_mask(
                                 output / "objects" / str(k) / f"{name}.png", binary, atomic=True, palette=False
                             )
-                    if overlay:
+                    if options.overlay:
                         picture = _overlay(np.asarray(frames.read(frame_idx)), labels)
                         (output / "overlays").mkdir(exist_ok=True)
                         Image.fromarray(picture).save(output / "overlays" / f"{name}.jpg", quality=90)
@@ -313,13 +310,12 @@ def track(
                     if on_frame is not None:
                         on_frame(len(written), len(frames))
     finally:
-        if save_video is not None and written:
-            _write_video(frames, output, sorted(written), save_video, fps, width, height)
+        if options.save_video is not None and written:
+            _write_video(frames, output, sorted(written), options.save_video, options.fps, width, height)
     if len(written) < len(frames):
         log.warning("%d frames after the last tracked one have no masks", len(frames) - len(written))
-    return PredictResult(
-        output, len(written), sorted({p.obj_id for p in prompts}), time.perf_counter() - start, save_video
-    )
+    objects = sorted({p.obj_id for p in prompts})
+    return PredictResult(output, len(written), objects, time.perf_counter() - start, options.save_video)
 
 
 def _labels(logits: Any, obj_ids: Sequence[int]) -> np.ndarray:
