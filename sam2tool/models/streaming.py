@@ -220,11 +220,20 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
             self._forget(inference_state, frame_idx, reverse)
 
     def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
+        """Drop outputs more than a window behind ``frame_idx``, except those within a window of a
+        prompted (conditioning) frame: a later pass in the other direction starts there and attends
+        to them."""
         window = self.memory_window()
         for obj_idx, outputs in state["output_dict_per_obj"].items():
+            prompted = list(outputs["cond_frame_outputs"])
             stored = outputs["non_cond_frame_outputs"]
             tracked = state["frames_tracked_per_obj"][obj_idx]
-            for old in [t for t in stored if (t > frame_idx + window if reverse else t < frame_idx - window)]:
+
+            def forgettable(t: int, prompted: list[int] = prompted) -> bool:
+                behind = t > frame_idx + window if reverse else t < frame_idx - window
+                return behind and all(abs(t - c) > window for c in prompted)
+
+            for old in [t for t in stored if forgettable(t)]:
                 del stored[old]
-            for old in [t for t in tracked if abs(t - frame_idx) > window and t not in outputs["cond_frame_outputs"]]:
+            for old in [t for t in tracked if forgettable(t) and t not in prompted]:
                 del tracked[old]

@@ -37,6 +37,10 @@ def predictors(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     tmp = tmp_path_factory.mktemp("stream")
     torch.manual_seed(0)
     ours = build_video_predictor(ModelSettings(size="micro", checkpoint=None), SIZE).model
+    # Random weights score every object as absent, which makes every mask empty: raise the
+    # object-score bias so that masks, memories and object pointers carry real values.
+    with torch.no_grad():
+        ours.sam_mask_decoder.pred_obj_score_head.layers[2].bias += 50
     checkpoint = tmp / "micro.pt"
     save_official_checkpoint(ours, checkpoint)
     spec = get_spec("sam2.1", "micro")
@@ -73,6 +77,26 @@ def test_masks_equal_the_official_predictor(predictors, objects: int) -> None:  
         torch.testing.assert_close(masks, reference[t], rtol=0, atol=1e-4)
         seen += 1
     assert seen == len(reference) == 34
+    assert all((masks > 0).any() for masks in reference.values())  # the comparison is not vacuous
+
+
+def test_backward_pass_equals_the_official_predictor(predictors) -> None:  # type: ignore[no-untyped-def]
+    ours, theirs, frames = predictors
+    results = []
+    for predictor, source in ((theirs, str(frames)), (ours, FolderFrames(frames))):
+        state = predictor.init_state(source)
+        mask = np.zeros((90, 120), dtype=bool)
+        mask[20:50, 30:60] = True
+        predictor.add_new_mask(state, frame_idx=25, obj_id=1, mask=mask)
+        masks = {}
+        for reverse in (False, True):
+            for t, _, m in predictor.propagate_in_video(state, start_frame_idx=25, reverse=reverse):
+                masks.setdefault(t, m.clone())
+        results.append(masks)
+    reference, mine = results
+    assert sorted(mine) == sorted(reference) == list(range(34))
+    for t in reference:
+        torch.testing.assert_close(mine[t], reference[t], rtol=0, atol=1e-4)
 
 
 def test_memory_stays_bounded(predictors) -> None:  # type: ignore[no-untyped-def]
@@ -82,8 +106,9 @@ def test_memory_stays_bounded(predictors) -> None:  # type: ignore[no-untyped-de
     window = ours.memory_window()
     for _ in ours.propagate_in_video(state):
         for outputs in state["output_dict_per_obj"].values():
-            # the frames of the window, the current one, and one more until the generator resumes
-            assert len(outputs["non_cond_frame_outputs"]) <= window + 2
+            # a window behind the current frame (plus one until the generator resumes), and a window
+            # after the prompted frame (kept for a backward pass that would start there)
+            assert len(outputs["non_cond_frame_outputs"]) <= 2 * window + 3
         assert len(state["cached_features"]) <= 1
     assert window < 34  # the test video is long enough for forgetting to happen
 
