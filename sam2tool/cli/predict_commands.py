@@ -62,6 +62,7 @@ def predict_video(
     device: Annotated[
         DeviceName, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")
     ] = (DeviceName.auto),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite masks already in OUTPUT.")] = False,
     compile: Annotated[
         bool, typer.Option("--compile", help="Compile the model with torch.compile (CUDA; slow start, faster frames).")
     ] = False,
@@ -97,8 +98,10 @@ def predict_video(
             flags.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
         if checkpoint is not None:
             flags["model.checkpoint"] = checkpoint
+        if image_size is not None:
+            flags["dataset.image_size"] = image_size  # validated like the config key
         settings = load_settings(config, flags=flags)
-        size = image_size or (settings.dataset.image_size if config is not None else 1024)
+        size = settings.dataset.image_size if config is not None or image_size is not None else 1024
         items: list[Prompt] = []
         if point or box:
             clicks = [parse_point(p) for p in point or []]
@@ -112,6 +115,8 @@ def predict_video(
                 )
             )
         if mask is not None:
+            if obj_id != 1:
+                raise UsageError("--mask gives one object per label of the PNG; --obj-id does not apply to it")
             items += mask_prompts(mask, frame)
         if prompts is not None:
             items += load_prompts_file(prompts)
@@ -126,7 +131,7 @@ def predict_video(
                 progress.update(task, completed=done, total=total, fps=f"{rate:.1f} frames/s")
 
             options = TrackOptions(
-                offload=offload, overlay=overlay, per_object=per_object, save_video=save_video, fps=fps
+                offload=offload, overlay=overlay, per_object=per_object, save_video=save_video, fps=fps, overwrite=force
             )
             result = run(
                 input,

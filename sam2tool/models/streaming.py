@@ -75,6 +75,13 @@ class FolderFrames:
         )
         if not self.paths:
             raise DataError(f"{folder} has no frames (.jpg, .jpeg or .png)")
+        stems: dict[str, Path] = {}
+        for path in self.paths:
+            if path.stem in stems:
+                raise DataError(
+                    f"{stems[path.stem].name} and {path.name} in {folder} are both frame {path.stem}; keep one"
+                )
+            stems[path.stem] = path
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -118,6 +125,17 @@ class VideoFileFrames:
             raise DataError(str(exc)) from None
 
 
+def extract_frames(source: VideoFileFrames, last: int, folder: Path) -> FolderFrames:
+    """Decode frames 0..``last`` of a video once, in order, into lossless PNGs.
+
+    A backward pass reads them instead of re-decoding the video from its start for every frame.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(last + 1):
+        source.read(index).save(folder / f"{source.name(index)}.png")
+    return FolderFrames(folder)
+
+
 def open_frames(path: Path) -> FolderFrames | VideoFileFrames:
     """Frames from a folder of images or a video file."""
     return FolderFrames(path) if path.is_dir() else VideoFileFrames(path)
@@ -129,8 +147,15 @@ class LazyFrames(Sequence[torch.Tensor]):
     def __init__(self, source: FrameSource, image_size: int, device: torch.device) -> None:
         self.source, self.image_size, self.device = source, image_size, device
         self._cached: tuple[int, torch.Tensor] | None = None
+        self._picture: tuple[int, Image.Image] | None = None
         first = source.read(0)
         self.video_width, self.video_height = first.size
+
+    def picture(self, index: int) -> Image.Image:
+        """Frame ``index`` as read from the source (the last one read is kept, not decoded again)."""
+        if self._picture is None or self._picture[0] != index:
+            self._picture = (index, self.source.read(index))
+        return self._picture[1]
 
     def __len__(self) -> int:
         return len(self.source)
@@ -138,7 +163,7 @@ class LazyFrames(Sequence[torch.Tensor]):
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1]
-        image = self.source.read(index)
+        image = self.picture(index)
         if image.size != (self.video_width, self.video_height):
             raise DataError(
                 f"frame {index} is {image.size[0]}x{image.size[1]} but the video is "
@@ -220,9 +245,11 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
             self._forget(inference_state, frame_idx, reverse)
 
     def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
-        """Drop outputs more than a window behind ``frame_idx``, except those within a window of a
-        prompted (conditioning) frame: a later pass in the other direction starts there and attends
-        to them."""
+        """Drop outputs more than a window behind ``frame_idx``.
+
+        Outputs within a window of a prompted (conditioning) frame stay: a later pass in the other
+        direction starts there and attends to them.
+        """
         window = self.memory_window()
         for obj_idx, outputs in state["output_dict_per_obj"].items():
             prompted = list(outputs["cond_frame_outputs"])

@@ -53,6 +53,7 @@ class TrackOptions:
     per_object: bool = False
     save_video: Path | None = None
     fps: float = 24.0
+    overwrite: bool = False
 
 
 @dataclass
@@ -90,8 +91,28 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
+def merge_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """One prompt per (frame, object): clicks are pooled; a second box or mask, or a mask with clicks, is an error."""
+    merged: dict[tuple[int, int], Prompt] = {}
+    for p in prompts:
+        key = (p.frame, p.obj_id)
+        if key not in merged:
+            merged[key] = Prompt(p.frame, p.obj_id, list(p.points), list(p.labels), p.box, p.mask)
+            continue
+        target = merged[key]
+        if (p.box is not None and target.box is not None) or (p.mask is not None and target.mask is not None):
+            raise UsageError(f"object {p.obj_id} on frame {p.frame} has two boxes or two masks; give one")
+        target.points += p.points
+        target.labels += p.labels
+        target.box = target.box if p.box is None else p.box
+        target.mask = target.mask if p.mask is None else p.mask
+    return list(merged.values())
+
+
 def mask_prompts(path: Path, frame: int) -> list[Prompt]:
     """One prompt per label of a palette/label PNG (label = object id)."""
+    if not path.is_file():
+        raise UsageError(f"mask {path} does not exist")
     try:
         labels = read_label_mask(path)
     except ImageProblem as exc:
@@ -130,6 +151,10 @@ def load_prompts_file(path: Path) -> list[Prompt]:
         try:
             frame = int(entry.get("frame", 0))
             if "mask" in entry and "obj_id" not in entry:
+                if entry.get("points") or entry.get("box") is not None:
+                    raise UsageError(
+                        f"{where}: a mask without obj_id gives one object per label; give points/box separately"
+                    )
                 prompts += mask_prompts(path.parent / str(entry["mask"]), frame)
                 continue
             obj_id = int(entry.get("obj_id", 1))
@@ -163,11 +188,15 @@ def validate_prompts(prompts: Sequence[Prompt], frames: int, width: int, height:
             raise UsageError(f"{name}: object ids must be 1..254")
         if len(p.labels) != len(p.points):
             raise UsageError(f"{name}: {len(p.points)} points but {len(p.labels)} labels")
+        if any(label not in (0, 1) for label in p.labels):
+            raise UsageError(f"{name}: click labels must be 1 (object) or 0 (background), got {p.labels}")
         for x, y in p.points:
             if not (0 <= x < width and 0 <= y < height):
                 raise UsageError(f"{name}: point ({x:g}, {y:g}) is outside the {width}x{height} frame")
         if p.box is not None:
             x1, y1, x2, y2 = p.box
+            if not all(np.isfinite(p.box)):
+                raise UsageError(f"{name}: box {list(p.box)} has a value that is not a number")
             if x2 <= x1 or y2 <= y1:
                 raise UsageError(f"{name}: box {list(p.box)} needs x2 > x1 and y2 > y1")
             if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
@@ -197,6 +226,23 @@ def resolve_device(name: str) -> str:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("--device mps: MPS is not available; use --device cpu")
     return name
+
+
+def check_output(source: Path, output: Path, options: TrackOptions) -> None:
+    """Refuse outputs that would overwrite the input or another file, before any work is done."""
+    src, out = source.resolve(), output.resolve()
+    if out == src or src in out.parents or (source.is_dir() and out in src.parents):
+        raise UsageError(f"--output {output} overlaps the input {source}; choose a separate folder")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file; give a folder")
+    if output.is_dir() and any(output.glob("*.png")) and not options.overwrite:
+        raise UsageError(f"--output {output} already holds masks; pass --force to overwrite them")
+    video = options.save_video
+    if video is not None:
+        if video.is_dir():
+            raise UsageError(f"--save-video {video} is a folder; give a file name ending in .mp4")
+        if video.suffix.lower() != ".mp4":
+            raise UsageError(f"--save-video {video}: only .mp4 files are written")
 
 
 def load_predictor(settings: Sam2ToolSettings, image_size: int, device: str = "auto", compile: bool = False) -> Any:
@@ -235,11 +281,16 @@ def predict_video(
     """Build the model of ``settings`` and run :func:`track` with it."""
     if not source.exists():
         raise UsageError(f"input {source} does not exist; give a folder of frames or a video file")
+    check_output(source, output, options)
     resolve_device(device)  # refuse an unavailable device before loading anything
     from sam2tool.models.streaming import open_frames
 
-    frames = open_frames(source)
+    try:
+        frames = open_frames(source)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
     width, height = frames.read(0).size
+    prompts = merge_prompts(prompts)
     validate_prompts(prompts, len(frames), width, height)
     predictor = load_predictor(settings, image_size, device, compile)
     return track(predictor, frames, output, prompts, options, on_frame)
@@ -260,15 +311,19 @@ def track(
         DataError: Unreadable frames (masks written so far are kept).
 
     """
+    import tempfile
     import time
 
     import torch
     from PIL import Image
 
+    from sam2tool.models.streaming import VideoFileFrames, extract_frames
+
     width, height = frames.read(0).size
     validate_prompts(prompts, len(frames), width, height)
     output.mkdir(parents=True, exist_ok=True)
     written: set[int] = set()
+    cleanup: list[tempfile.TemporaryDirectory[str]] = []
     start = time.perf_counter()
     try:
         with torch.inference_mode():
@@ -288,6 +343,10 @@ def track(
             first_prompted = min(p.frame for p in prompts)
             passes = [False] + ([True] if first_prompted > 0 else [])
             for reverse in passes:
+                if reverse and isinstance(frames, VideoFileFrames):
+                    scratch = tempfile.TemporaryDirectory(prefix=".sam2tool-frames-", dir=output)
+                    cleanup.append(scratch)
+                    state["images"].source = extract_frames(frames, first_prompted, Path(scratch.name))
                 for frame_idx, obj_ids, logits in predictor.propagate_in_video(
                     state, start_frame_idx=first_prompted, reverse=reverse
                 ):
@@ -303,13 +362,15 @@ def track(
                                 output / "objects" / str(k) / f"{name}.png", binary, atomic=True, palette=False
                             )
                     if options.overlay:
-                        picture = _overlay(np.asarray(frames.read(frame_idx)), labels)
+                        picture = _overlay(np.asarray(state["images"].picture(frame_idx)), labels)
                         (output / "overlays").mkdir(exist_ok=True)
                         Image.fromarray(picture).save(output / "overlays" / f"{name}.jpg", quality=90)
                     written.add(frame_idx)
                     if on_frame is not None:
                         on_frame(len(written), len(frames))
     finally:
+        for scratch in cleanup:
+            scratch.cleanup()
         if options.save_video is not None and written:
             _write_video(frames, output, sorted(written), options.save_video, options.fps, width, height)
     if len(written) < len(frames):

@@ -117,7 +117,7 @@ def test_missing_input_and_empty_folder(video: tuple[Path, Path], tmp_path: Path
             "1,1",
         ],
     )
-    assert result.exit_code == 1 and "has no frames" in result.output
+    assert result.exit_code == 2 and "has no frames" in result.output
 
 
 def test_unreadable_frame_stops_cleanly_and_keeps_what_was_written(video: tuple[Path, Path], tmp_path: Path) -> None:
@@ -166,3 +166,100 @@ def test_compile_needs_cuda_and_offload_works_on_cpu(video: tuple[Path, Path], t
     result = predict(video, tmp_path / "b", "--point", "25,35", "--offload", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "b").glob("*.png"))) == 12
+
+
+def test_outputs_that_would_overwrite(video: tuple[Path, Path], tmp_path: Path) -> None:
+    frames, _ = video
+    result = predict(video, frames, "--point", "25,35")
+    assert result.exit_code == 2 and "overlaps the input" in result.output
+    assert predict(video, tmp_path / "o", "--point", "25,35").exit_code == 0
+    result = predict(video, tmp_path / "o", "--point", "25,35")
+    assert result.exit_code == 2 and "pass --force" in result.output
+    assert predict(video, tmp_path / "o", "--point", "25,35", "--force").exit_code == 0
+    result = predict(video, tmp_path / "v", "--point", "25,35", "--save-video", str(tmp_path / "x.gif"))
+    assert result.exit_code == 2 and "only .mp4" in result.output
+
+
+def test_duplicate_frame_stems_are_refused(video: tuple[Path, Path], tmp_path: Path) -> None:
+    frames, config = video
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for path in sorted(frames.iterdir())[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    Image.open(frames / "00001.jpg").save(folder / "00001.png")
+    result = runner.invoke(
+        app, ["predict-video", str(folder), "-o", str(tmp_path / "o"), "--config", str(config), "--point", "1,1"]
+    )
+    assert result.exit_code == 2 and "are both frame 00001" in result.output
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"frame": 0, "obj_id": 1, "points": [[5, 5]], "labels": [2]}], "click labels must be 1"),
+        ([{"frame": 0, "obj_id": 1, "box": [1, 1, 5, 5]}, {"frame": 0, "obj_id": 1, "box": [2, 2, 6, 6]}], "two boxes"),
+        ([{"frame": 0, "mask": "missing.png"}], "does not exist"),
+    ],
+)
+def test_prompt_file_mistakes(video: tuple[Path, Path], tmp_path: Path, entries: list[dict], message: str) -> None:
+    (tmp_path / "p.json").write_text(json.dumps(entries))
+    result = predict(video, tmp_path / "o", "--prompts", str(tmp_path / "p.json"))
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_clicks_for_one_object_are_pooled(video: tuple[Path, Path], tmp_path: Path) -> None:
+    entries = [
+        {"frame": 0, "obj_id": 1, "points": [[25, 35]]},
+        {"frame": 0, "obj_id": 1, "points": [[5, 5]], "labels": [0]},
+    ]
+    (tmp_path / "p.json").write_text(json.dumps(entries))
+    assert predict(video, tmp_path / "o", "--prompts", str(tmp_path / "p.json")).exit_code == 0
+
+
+@pytest.mark.parametrize("size", ["100", "32", "-32", "0"])
+def test_image_size_is_validated(video: tuple[Path, Path], tmp_path: Path, size: str) -> None:
+    result = predict(video, tmp_path / "o", "--point", "25,35", "--image-size", size)
+    assert result.exit_code == 2 and "dataset.image_size" in result.output
+
+
+def test_backward_pass_on_a_video_file_decodes_once(
+    video: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cv2
+
+    frames, config = video
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 24, (120, 90))
+    for path in sorted(frames.iterdir()):
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    from sam2tool.data import video_file
+
+    decoded = []
+    original = video_file.VideoFileReader.read
+
+    def counting(self, index):  # type: ignore[no-untyped-def]
+        decoded.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(video_file.VideoFileReader, "read", counting)
+    result = runner.invoke(
+        app,
+        [
+            "predict-video",
+            str(clip),
+            "-o",
+            str(tmp_path / "o"),
+            "--config",
+            str(config),
+            "--point",
+            "25,35",
+            "--frame",
+            "8",
+            "--overlay",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "o").glob("*.png"))) == 12
+    assert len(decoded) <= 3 * 12  # forward pass, one extraction of frames 0..8, overlays from the cache
+    assert not list((tmp_path / "o").glob(".sam2tool-frames-*"))
