@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sam2tool.cli.predict_commands import DeviceName
 from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
 
 
@@ -58,7 +59,9 @@ def evaluate(
         bool,
         typer.Option("--baseline", help="Model mode: also evaluate the config's model.checkpoint and compare."),
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="Model mode: auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[
+        DeviceName, typer.Option("--device", help="Model mode: auto, cpu, cuda or mps.")
+    ] = DeviceName.auto,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -81,7 +84,7 @@ def evaluate(
     """Score masks, or a model on held-out videos, with DAVIS-exact J, F and J&F."""
     from sam2tool.config.loading import load_settings
     from sam2tool.errors import UsageError
-    from sam2tool.services.evaluate import evaluate_model, finite, score_folders, write_report
+    from sam2tool.services.evaluate import check_report_folder, evaluate_model, finite, score_folders, write_report
 
     with reporting_errors(debug):
         with progress_bar(disable=json_output) as progress:
@@ -93,8 +96,9 @@ def evaluate(
             if predictions is not None or ground_truth is not None:
                 if predictions is None or ground_truth is None or config is not None:
                     raise UsageError("score mode takes --predictions and --ground-truth (and no --config)")
-                report = score_folders(predictions, ground_truth, protocol.value, split, workers, on_video)
                 destination = output or predictions.parent / f"{predictions.name}_evaluation"
+                check_report_folder(destination)
+                report = score_folders(predictions, ground_truth, protocol.value, split, workers, on_video)
                 write_report(report, destination)
                 reports = {"predictions": report}
             else:
@@ -105,6 +109,7 @@ def evaluate(
                 if root is None:
                     raise UsageError(f"{config} sets no dataset.root; pass --data")
                 destination = output or Path("evaluation")
+                check_report_folder(destination)
                 reports = evaluate_model(
                     settings,
                     settings.dataset.image_size,
@@ -115,7 +120,7 @@ def evaluate(
                     baseline=baseline,
                     kind=prompt.value,
                     protocol=protocol.value,
-                    device=device,
+                    device=device.value,
                     workers=workers,
                     on_video=on_video,
                 )

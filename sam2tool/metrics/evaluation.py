@@ -137,9 +137,15 @@ def _read(path: Path, what: str) -> np.ndarray:
 
 
 def overall(summaries: Sequence[dict[str, float | int | str]]) -> dict[str, float]:
-    """Averages over all objects of all videos; ``J&F`` is the mean of J-Mean and F-Mean."""
+    """Averages over all objects of all videos; ``J&F`` is the mean of J-Mean and F-Mean.
+
+    Objects without any scored frame (videos of fewer than three ground-truth frames under the
+    DAVIS protocol) are left out.
+    """
     keys = ("J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
-    if not summaries:
+    scored = [s for s in summaries if int(s["frames"])]
+    if not scored:
         return {key: float("nan") for key in ("J&F", *keys)}
-    means = {key: float(np.mean([float(s[key]) for s in summaries])) for key in keys}
+    with np.errstate(all="ignore"):
+        means = {key: float(np.nanmean([float(s[key]) for s in scored])) for key in keys}
     return {"J&F": (means["J"] + means["F"]) / 2, **means}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import multiprocessing
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from sam2tool.errors import UsageError
 from sam2tool.metrics.evaluation import Protocol, overall, score_video
 
 RESULT_KEYS = ("J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,11 +88,18 @@ def ground_truth_videos(ground_truth: Path, split: str | None) -> tuple[Path, li
     if not ground_truth.is_dir():
         raise UsageError(f"ground-truth folder {ground_truth} does not exist")
     if (ground_truth / MANIFEST_FILE).is_file():
-        return ground_truth / MASKS_DIR, read_split(ground_truth, split or "val")
+        try:
+            return ground_truth / MASKS_DIR, read_split(ground_truth, split or "val")
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
     root = ground_truth / MASKS_DIR if (ground_truth / MASKS_DIR).is_dir() else ground_truth
+    for resolution in ("480p", "Full-Resolution"):  # the DAVIS layout: Annotations/480p/<video>/
+        if (root / resolution).is_dir() and not any((root / resolution).glob("*.png")):
+            root = root / resolution
+            break
     if split is not None:
         raise UsageError(f"--split needs a folder written by prepare-data; {ground_truth} has no {MANIFEST_FILE}")
-    videos = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)
+    videos = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
     if not videos:
         raise DataError(f"{root} has no video folders of ground-truth masks")
     return root, videos
@@ -135,11 +145,26 @@ def score_folders(
                 if on_video is not None:
                     on_video(jobs[index][0], index, len(jobs))
                 rows += result
+    unscored = sorted({str(r["video"]) for r in rows if not int(r["frames"])})
+    if unscored:
+        log.warning(
+            "%d videos have fewer than 3 ground-truth frames, so none is left once the first and last are "
+            "excluded; they are left out of the averages: %s",
+            len(unscored),
+            ", ".join(unscored[:10]),
+        )
     return EvaluationReport(protocol, ground_truth, predictions, rows)
+
+
+def check_report_folder(output: Path) -> None:
+    """Refuse an output that is a file, before any work is done."""
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file; give a folder for the report")
 
 
 def write_report(report: EvaluationReport, output: Path) -> list[Path]:
     """Write ``results.json``, ``results.csv`` and ``jf_per_video.png`` into ``output``."""
+    check_report_folder(output)
     output.mkdir(parents=True, exist_ok=True)
     json_path, csv_path, chart_path = output / "results.json", output / "results.csv", output / "jf_per_video.png"
     atomic_write_text(json_path, json.dumps(finite(report.to_json()), indent=1) + "\n")
@@ -147,13 +172,18 @@ def write_report(report: EvaluationReport, output: Path) -> list[Path]:
     writer = csv.writer(buffer)
     writer.writerow(["video", "object", *RESULT_KEYS, "frames"])
     for row in report.per_object:
-        writer.writerow([row["video"], row["object"], *(f"{row[k]:.6f}" for k in RESULT_KEYS), row["frames"]])
+        writer.writerow([row["video"], row["object"], *(_cell(row[k]) for k in RESULT_KEYS), row["frames"]])
     totals = report.overall
-    writer.writerow(["overall", "", *(f"{totals[k]:.6f}" for k in RESULT_KEYS), ""])
+    writer.writerow(["overall", "", *(_cell(totals[k]) for k in RESULT_KEYS), ""])
     atomic_write_text(csv_path, buffer.getvalue())
     with atomic_path(chart_path) as tmp:
         _bar_chart(report.per_video, totals["J&F"], tmp)
     return [json_path, csv_path, chart_path]
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell: six decimals, empty when undefined (as ``null`` in results.json)."""
+    return f"{value:.6f}" if math.isfinite(float(value)) else ""
 
 
 def finite(value: Any) -> Any:
@@ -177,7 +207,8 @@ def _bar_chart(per_video: list[dict[str, Any]], mean: float, path: Path) -> None
     height = 60 + row_height * max(len(rows), 1)
     image = np.full((height, label_width + bar_width + 80, 3), 255, dtype=np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(image, f"J&F per video (mean {mean:.3f})", (10, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+    title = f"J&F per video (mean {mean:.3f})" if math.isfinite(mean) else "J&F per video"
+    cv2.putText(image, title, (10, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
     for index, row in enumerate(rows):
         y = 45 + index * row_height
         value = float(row["J&F"]) if math.isfinite(float(row["J&F"])) else 0.0

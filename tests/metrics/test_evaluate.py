@@ -170,3 +170,44 @@ def test_cli_scores_a_prepared_folder_split(tmp_path: Path) -> None:
     assert {r["video"] for r in report["per_object"]} == set(val)
     assert report["overall"]["J&F"] == 1.0
     assert (tmp_path / "pred_evaluation/results.json").is_file()
+
+
+def test_davis_layout_hidden_folders_and_short_videos(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gt = tmp_path / "DAVIS" / "Annotations" / "480p"
+    write_video(gt / "long", 6, (1,))
+    write_video(gt / "short", 2, (1,))
+    (gt / ".ipynb_checkpoints").mkdir()
+    write_video(tmp_path / "pred/long", 6, (1,), shift=2)
+    write_video(tmp_path / "pred/short", 2, (1,))
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="sam2tool"):
+        report = score_folders(tmp_path / "pred", tmp_path / "DAVIS")
+    assert {r["video"] for r in report.per_object} == {"long", "short"}
+    assert "fewer than 3 ground-truth frames" in caplog.text and "short" in caplog.text
+    long_row = next(r for r in report.per_object if r["video"] == "long")
+    assert report.overall["J"] == pytest.approx(long_row["J"])  # the unscored video is left out
+    files = write_report(report, tmp_path / "out")
+    short_row = next(r for r in csv.reader(files[1].read_text().splitlines()) if r[0] == "short")
+    assert short_row[2:9] == [""] * 7
+
+
+def test_evaluate_usage_errors_come_before_any_work(tmp_path: Path) -> None:
+    write_video(tmp_path / "gt/a", 4, (1,))
+    write_video(tmp_path / "pred/a", 4, (1,))
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--predictions",
+            str(tmp_path / "pred"),
+            "--ground-truth",
+            str(tmp_path / "gt"),
+            "--output",
+            str(tmp_path / "afile"),
+        ],
+    )
+    assert result.exit_code == 2 and "is a file" in result.output
+    result = runner.invoke(app, ["evaluate", "--config", str(tmp_path / "afile"), "--device", "bogus"])
+    assert result.exit_code == 2
