@@ -89,3 +89,17 @@ def write_file(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+def prepare_synthetic(
+    folder: Path, videos: int = 3, frames: int = 6, size: int = 64, val_fraction: float = 0.4
+) -> Path:
+    """Run ``sam2tool prepare-data`` for a small synthetic data set; return the folder."""
+    from typer.testing import CliRunner
+
+    from sam2tool.cli import app
+
+    command = ["prepare-data", str(folder), "-f", "synthetic", "--num-videos", str(videos), "--frames", str(frames)]
+    result = CliRunner().invoke(app, [*command, "--size", str(size), "--val-fraction", str(val_fraction)])
+    assert result.exit_code == 0, result.output
+    return folder

@@ -15,6 +15,7 @@ from sam2tool.data.images import read_label_mask, write_label_mask
 from sam2tool.data.layout import DataError
 from sam2tool.metrics.evaluation import score_video
 from sam2tool.services.evaluate import score_folders, write_report
+from tests.conftest import prepare_synthetic
 
 runner = CliRunner()
 evaluator = pytest.importorskip("vos_benchmark.evaluator")
@@ -135,32 +136,11 @@ def test_report_files_and_workers(tmp_path: Path) -> None:
 
 
 def test_cli_scores_a_prepared_folder_split(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    result = runner.invoke(
-        app,
-        [
-            "prepare-data",
-            str(data),
-            "-f",
-            "synthetic",
-            "--num-videos",
-            "3",
-            "--frames",
-            "6",
-            "--size",
-            "64",
-            "--val-fraction",
-            "0.4",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    data = prepare_synthetic(tmp_path / "data", val_fraction=0.4)
     val = (data / "splits/val.txt").read_text().split()
-    for video in val:
-        write_video(tmp_path / "pred" / video, 6, (1,))
     # Perfect copies of the ground truth score 1.
     import shutil
 
-    shutil.rmtree(tmp_path / "pred")
     shutil.copytree(data / "Annotations", tmp_path / "pred")
     result = runner.invoke(
         app, ["evaluate", "--predictions", str(tmp_path / "pred"), "--ground-truth", str(data), "--json"]

@@ -13,6 +13,7 @@ from sam2tool.cli import app
 from sam2tool.config.schema import ModelSettings
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import save_official_checkpoint
+from tests.conftest import prepare_synthetic
 
 runner = CliRunner()
 
@@ -20,25 +21,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("em")
-    data = root / "data"
-    result = runner.invoke(
-        app,
-        [
-            "prepare-data",
-            str(data),
-            "-f",
-            "synthetic",
-            "--num-videos",
-            "3",
-            "--frames",
-            "6",
-            "--size",
-            "64",
-            "--val-fraction",
-            "0.5",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    data = prepare_synthetic(root / "data", val_fraction=0.5)
     config = root / "micro.yaml"
     runner.invoke(app, ["init-config", str(config), "-p", "micro"])
     config.write_text(
