@@ -1,0 +1,1 @@
+"""Training: the SAM 2 loss, and (next) the training step, LightningModule and Trainer setup."""
