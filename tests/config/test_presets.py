@@ -104,3 +104,13 @@ def test_mose_recipe_matches_metas_training_config() -> None:
         settings.loss.weight_iou,
         settings.loss.weight_class,
     )
+
+
+def test_configuration_reference_is_current() -> None:
+    from sam2tool.config.reference import render_reference
+
+    committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == render_reference(), (
+        "docs/configuration.md is stale; regenerate it with "
+        "`python -m sam2tool.config.reference > docs/configuration.md`"
+    )
