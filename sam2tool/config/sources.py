@@ -257,7 +257,8 @@ def set_path(target: dict[str, Any], parts: Sequence[str], value: Any) -> None:
     cursor[parts[-1]] = value
 
 
-_MISSING = object()
+#: What :func:`get_path` returns when the path is not there (``None`` is a value).
+MISSING: Any = object()
 
 
 def get_path(data: Any, parts: Sequence[str]) -> Any:
@@ -269,8 +270,5 @@ def get_path(data: Any, parts: Sequence[str]) -> Any:
         elif isinstance(cursor, list) and part.isdigit() and int(part) < len(cursor):
             cursor = cursor[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return cursor
-
-
-MISSING: Any = _MISSING

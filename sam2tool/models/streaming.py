@@ -19,6 +19,7 @@ length of the video.
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -212,16 +213,13 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
             "mask_inputs_per_obj": {},
             "cached_features": {},
             "constants": {},
-            "obj_id_to_idx": {},
-            "obj_idx_to_id": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
             "obj_ids": [],
             "output_dict_per_obj": {},
             "temp_output_dict_per_obj": {},
             "frames_tracked_per_obj": {},
         }
-        from collections import OrderedDict
-
-        state["obj_id_to_idx"], state["obj_idx_to_id"] = OrderedDict(), OrderedDict()
         self._get_image_feature(state, frame_idx=0, batch_size=1)
         return state
 

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sam2tool import __version__
@@ -69,7 +69,6 @@ class PrepareResult:
 
     output: Path
     manifest: Manifest
-    problems_skipped: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
@@ -151,7 +150,7 @@ def prepare_data(
         _replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return PrepareResult(output, manifest, problems)
+    return PrepareResult(output, manifest)
 
 
 def _check_not_nested(source: Path, output: Path) -> None:
