@@ -94,12 +94,63 @@ def _some_loss(v: Mapping[str, Any]) -> Problems:
     return []
 
 
+def _prompt_frames_fit(v: Mapping[str, Any]) -> Problems:
+    length, init, correct = v["dataset.video_clip_length"], v["model.num_init_cond_frames"], v["model.num_frames_to_correct"]
+    problems: Problems = []
+    if init > length:
+        problems.append(
+            (
+                "model.num_init_cond_frames",
+                f"{init} conditioning frames do not fit in clips of dataset.video_clip_length={length}; "
+                f"use at most {length}",
+            )
+        )
+    if correct > length:
+        problems.append(
+            (
+                "model.num_frames_to_correct",
+                f"{correct} corrected frames do not fit in clips of dataset.video_clip_length={length}; "
+                f"use at most {length}",
+            )
+        )
+    if v["model.prob_to_use_pt_input"] > 0 and correct < init:
+        problems.append(
+            (
+                "model.num_frames_to_correct",
+                f"{correct} is fewer than model.num_init_cond_frames={init}: every conditioning frame prompted "
+                "with clicks is also corrected; raise it or lower model.num_init_cond_frames",
+            )
+        )
+    return problems
+
+
+def _lora_frozen_base(v: Mapping[str, Any]) -> Problems:
+    targets, trainable = v["model.lora_targets"], v["model.trainable_modules"]
+    overlap = [
+        entry for entry in trainable if any(entry == t or entry.startswith(t + ".") for t in targets)
+    ]
+    if overlap:
+        return [
+            (
+                "model.trainable_modules",
+                f"{', '.join(overlap)} also has LoRA adapters (model.lora_targets), whose base weights stay "
+                "frozen; remove it from one of the two lists",
+            )
+        ]
+    return []
+
+
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
     CrossCheck(("model.checkpoint", "model.version", "model.size"), _checkpoint_matches_model),
     CrossCheck(("trainer.max_epochs", "trainer.max_steps"), _training_length),
     CrossCheck(("trainer.precision", "trainer.accelerator"), _half_precision_needs_a_gpu),
     CrossCheck(("scheduler.warmup_steps", "trainer.max_steps"), _warmup_shorter_than_training),
     CrossCheck(("loss.weight_mask", "loss.weight_dice", "loss.weight_iou", "loss.weight_class"), _some_loss),
+    CrossCheck(
+        ("dataset.video_clip_length", "model.num_init_cond_frames", "model.num_frames_to_correct", "model.prob_to_use_pt_input"),
+        _prompt_frames_fit,
+    ),
+    CrossCheck(("model.lora_targets", "model.trainable_modules"), _lora_frozen_base),
 )
 
 

@@ -91,6 +91,59 @@ class ModelSettings(Section):
     """Stochastic depth rate of the Hiera image encoder during training (0.1 in the official
     SAM 2.1 fine-tune recipe)."""
 
+    activation_checkpointing: bool = False
+    """Recompute the Hiera image encoder's activations in the backward pass instead of storing
+    them: less GPU memory, about a third more compute."""
+
+    lora_targets: list[Literal["image_encoder", "sam_mask_decoder"]] = Field(default_factory=list)
+    """Components whose linear layers get LoRA adapters (peft): image_encoder and/or
+    sam_mask_decoder. Their base weights are frozen and only the adapters train; model.trainable_modules
+    still decides for the other components. Empty: no LoRA. Adapters are merged into the weights in
+    every checkpoint the run exports."""
+
+    lora_rank: PositiveInt = 8
+    """Rank of the LoRA adapters."""
+
+    lora_alpha: float = Field(default=16.0, gt=0)
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
+
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on the LoRA adapters' input during training."""
+
+    # Prompt simulation during training (the official SAM2Train); defaults: the SAM 2.1 MOSE recipe.
+
+    prob_to_use_pt_input: float = Field(default=0.5, ge=0, le=1)
+    """Training prompts: probability that a clip is prompted with clicks or a box instead of the
+    ground-truth mask on its conditioning frames (single images always use clicks)."""
+
+    prob_to_use_box_input: float = Field(default=0.5, ge=0, le=1)
+    """Training prompts: when a clip is prompted with clicks, probability of a noisy ground-truth box
+    instead of one click on each conditioning frame."""
+
+    num_init_cond_frames: PositiveInt = 2
+    """Training prompts: conditioning frames per clip (the first frame and randomly chosen others)."""
+
+    rand_init_cond_frames: bool = True
+    """Training prompts: draw the number of conditioning frames from 1..model.num_init_cond_frames."""
+
+    num_frames_to_correct: PositiveInt = 2
+    """Training prompts: frames that receive correction clicks when a clip is prompted with clicks
+    (the conditioning frames, then random others)."""
+
+    rand_frames_to_correct: bool = True
+    """Training prompts: draw the number of corrected frames from (conditioning frames)..model.num_frames_to_correct."""
+
+    add_all_frames_to_correct_as_cond: bool = True
+    """Training prompts: a frame that receives correction clicks becomes a conditioning frame."""
+
+    num_correction_pt_per_frame: int = Field(default=7, ge=0)
+    """Training prompts: correction clicks per corrected frame, each sampled from the error region of
+    the previous prediction."""
+
+    prob_to_sample_from_gt: float = Field(default=0.1, ge=0, le=1)
+    """Training prompts: probability that a correction click is sampled from the ground-truth mask
+    instead of the error region."""
+
     @field_validator("download_url")
     @classmethod
     def _url_scheme(cls, value: str | None) -> str | None:
@@ -264,6 +317,13 @@ class TrainerSettings(Section):
     seed: int = Field(default=0, ge=0)
     """Seed for Python, NumPy and torch in every process and data loader worker."""
 
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    """Stop when validation J&F has not improved for this many validations (null: never stop early)."""
+
+    detect_anomaly: bool = False
+    """Check every backward pass for NaN/Inf and name the operation that produced it (slow; on with
+    --debug)."""
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
@@ -417,6 +477,10 @@ class OutputSettings(Section):
 
     save_top_k: int = Field(default=1, ge=-1)
     """Keep this many best checkpoints by validation J&F (-1 keeps all, 0 none) besides last.ckpt."""
+
+    checkpoint_every_n_steps: int | None = Field(default=500, ge=1)
+    """Also rewrite checkpoints/last.ckpt every this many optimizer steps (null: only after
+    validation and at the end), so that a crash loses at most this many steps."""
 
 
 class Sam2ToolSettings(BaseSettings):
