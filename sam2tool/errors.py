@@ -26,3 +26,13 @@ class CheckpointError(Sam2ToolError):
 
 class DownloadError(Sam2ToolError):
     """An official checkpoint could not be downloaded (exit code 1)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (what ``kill``, Docker, Kubernetes and SLURM send to stop a job); exit code 143.
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` blocks do not swallow it.
+    """
+
+    def __init__(self, message: str = "terminated") -> None:
+        super().__init__(message)

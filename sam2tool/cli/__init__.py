@@ -12,13 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from sam2tool import __version__
-from sam2tool.cli import config_commands, data_commands, evaluate_commands, predict_commands
+from sam2tool.cli import config_commands, data_commands, evaluate_commands, predict_commands, train_commands
 
 #: Command name -> function. The README documents exactly these commands (a test checks it).
 COMMANDS: dict[str, Callable[..., Any]] = {
     "init-config": config_commands.init_config,
     "validate-config": config_commands.validate_config,
     "prepare-data": data_commands.prepare_data,
+    "train": train_commands.train,
+    "resume": train_commands.resume,
     "evaluate": evaluate_commands.evaluate,
     "predict-video": predict_commands.predict_video,
 }

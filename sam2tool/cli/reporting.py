@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from sam2tool.errors import Sam2ToolError
+from sam2tool.errors import Sam2ToolError, Terminated
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -48,10 +48,6 @@ def print_error(message: str) -> None:
         err_console.print(f"error: {line}", style="bold red", markup=False, highlight=False)
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived (what ``kill``, Docker, Kubernetes and SLURM send to stop a job)."""
-
-
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -76,8 +72,8 @@ def reporting_errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         print_error("interrupted")
         raise typer.Exit(130) from None
-    except Terminated:
-        print_error("terminated")
+    except Terminated as exc:
+        print_error(str(exc))
         raise typer.Exit(143) from None
     except Exception as exc:
         if debug:

@@ -95,14 +95,18 @@ def _some_loss(v: Mapping[str, Any]) -> Problems:
 
 
 def _prompt_frames_fit(v: Mapping[str, Any]) -> Problems:
-    length, init, correct = v["dataset.video_clip_length"], v["model.num_init_cond_frames"], v["model.num_frames_to_correct"]
+    length, init, correct = (
+        v["dataset.video_clip_length"],
+        v["model.num_init_cond_frames"],
+        v["model.num_frames_to_correct"],
+    )
     problems: Problems = []
-    if init > length:
+    if length > 1 and init >= length:
         problems.append(
             (
                 "model.num_init_cond_frames",
-                f"{init} conditioning frames do not fit in clips of dataset.video_clip_length={length}; "
-                f"use at most {length}",
+                f"{init} conditioning frames leave no frame to track in clips of dataset.video_clip_length={length}; "
+                f"use at most {length - 1} or longer clips",
             )
         )
     if correct > length:
@@ -126,9 +130,7 @@ def _prompt_frames_fit(v: Mapping[str, Any]) -> Problems:
 
 def _lora_frozen_base(v: Mapping[str, Any]) -> Problems:
     targets, trainable = v["model.lora_targets"], v["model.trainable_modules"]
-    overlap = [
-        entry for entry in trainable if any(entry == t or entry.startswith(t + ".") for t in targets)
-    ]
+    overlap = [entry for entry in trainable if any(entry == t or entry.startswith(t + ".") for t in targets)]
     if overlap:
         return [
             (
@@ -147,7 +149,12 @@ CROSS_CHECKS: tuple[CrossCheck, ...] = (
     CrossCheck(("scheduler.warmup_steps", "trainer.max_steps"), _warmup_shorter_than_training),
     CrossCheck(("loss.weight_mask", "loss.weight_dice", "loss.weight_iou", "loss.weight_class"), _some_loss),
     CrossCheck(
-        ("dataset.video_clip_length", "model.num_init_cond_frames", "model.num_frames_to_correct", "model.prob_to_use_pt_input"),
+        (
+            "dataset.video_clip_length",
+            "model.num_init_cond_frames",
+            "model.num_frames_to_correct",
+            "model.prob_to_use_pt_input",
+        ),
         _prompt_frames_fit,
     ),
     CrossCheck(("model.lora_targets", "model.trainable_modules"), _lora_frozen_base),

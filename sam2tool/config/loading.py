@@ -42,15 +42,19 @@ def load_settings(
     config_file: Path | None = None,
     overrides: Sequence[str] = (),
     flags: Mapping[str, Any] | None = None,
+    *,
+    environment: bool = True,
 ) -> Sam2ToolSettings:
     """Load and validate settings; see :func:`load_settings_with_origins`."""
-    return load_settings_with_origins(config_file, overrides, flags)[0]
+    return load_settings_with_origins(config_file, overrides, flags, environment=environment)[0]
 
 
 def load_settings_with_origins(
     config_file: Path | None = None,
     overrides: Sequence[str] = (),
     flags: Mapping[str, Any] | None = None,
+    *,
+    environment: bool = True,
 ) -> tuple[Sam2ToolSettings, SettingsOrigins]:
     """Load and validate settings, and say where each value came from.
 
@@ -59,6 +63,8 @@ def load_settings_with_origins(
         overrides: ``key.path=value`` strings from the command line.
         flags: Dedicated command-line flags as ``{"optimizer.lr": 3e-5}``; None values are
             ignored (the flag was not given). Flags win over ``overrides``.
+        environment: Read ``SAM2TOOL_*`` variables (``resume`` does not: a run continues with the
+            settings it was started with).
 
     Returns:
         The validated settings, and their origins (for messages about values that are valid
@@ -74,14 +80,14 @@ def load_settings_with_origins(
         if value is not None:
             set_path(cli, dotted.split("."), value)
 
-    problems = _unknown_environment_variables()
-    environment, environment_problem = _read_environment()
+    problems = _unknown_environment_variables() if environment else []
+    variables, environment_problem = _read_environment() if environment else ({}, None)
     if environment_problem is not None:
         # pydantic-settings stops at the first variable it cannot parse: report it, then
         # validate everything else without the environment.
         problems.append(environment_problem)
-    use_environment = environment_problem is None
-    origins = SettingsOrigins(cli, environment, layer)
+    use_environment = environment and environment_problem is None
+    origins = SettingsOrigins(cli, variables, layer)
     with settings_layers(layer, environment=use_environment):
         try:
             settings = Sam2ToolSettings(**cli)

@@ -194,10 +194,15 @@ class MixedBatchSampler(Sampler[list[SampleKey]]):
         self.probabilities = [w / total for w in weights]
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the batches of ``epoch``."""
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Skip the first ``batches_done`` batches of this rank the next time ``epoch`` is iterated."""
+        self._resume = (epoch, batches_done)
 
     def __len__(self) -> int:
         return (sum(self.sizes) // self.batch_size) // self.world_size
@@ -217,12 +222,19 @@ class MixedBatchSampler(Sampler[list[SampleKey]]):
         )
         orders = [self._order(d) for d in range(len(self.sizes))]
         cursors = [0] * len(self.sizes)
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        own = 0
         for number, dataset in enumerate(picks.tolist()):
             order, start = orders[dataset], cursors[dataset]
             indices = [int(order[(start + k) % len(order)]) for k in range(self.batch_size)]
             cursors[dataset] = start + self.batch_size
             if number % self.world_size == self.rank:
-                yield [(dataset, self.epoch, index) for index in indices]
+                own += 1
+                if own > skip:
+                    yield [(dataset, self.epoch, index) for index in indices]
 
 
 @dataclass

@@ -9,6 +9,7 @@ created with ``use_distributed_sampler=False`` so that Lightning does not replac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,28 @@ class ValidationVideo:
     root: Path
     name: str
     record: VideoRecord
+
+
+class ResumableLoader(DataLoader[Any]):
+    """The training DataLoader, resumable mid-epoch (Lightning saves and restores its state).
+
+    Its state is the epoch and the number of batches the training loop has consumed in it
+    (``progress``, set by the DataModule from the Trainer); a restored loader skips exactly those,
+    because the batch sampler is a pure function of the seed and the epoch.
+    """
+
+    progress: Callable[[], tuple[int, int]] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches_done"}`` of the training loop."""
+        epoch, done = self.progress() if self.progress is not None else (0, 0)
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Skip the batches already trained on when the saved epoch is iterated again."""
+        sampler = self.batch_sampler
+        if isinstance(sampler, MixedBatchSampler):
+            sampler.resume_at(int(state["epoch"]), int(state["batches_done"]))
 
 
 def _worker_init(worker_id: int) -> None:
@@ -137,7 +160,7 @@ class ClipDataModule(L.LightningDataModule):
                 f"{world_size} devices; lower dataset.batch_size or raise dataset.multiplier"
             )
         workers = self.settings.num_workers
-        return DataLoader(
+        loader = ResumableLoader(
             MixedClipDataset(self.train_sets),
             batch_sampler=batches,
             num_workers=workers,
@@ -147,6 +170,14 @@ class ClipDataModule(L.LightningDataModule):
             worker_init_fn=_worker_init if workers > 0 else None,
             multiprocessing_context="spawn" if workers > 0 else None,
         )
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+
+            def progress() -> tuple[int, int]:
+                return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+            loader.progress = progress
+        return loader
 
     def val_dataloader(self) -> DataLoader[Any]:
         """The held-out videos, one per item (frames are streamed by the evaluator)."""

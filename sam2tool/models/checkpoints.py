@@ -14,6 +14,7 @@ import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +24,10 @@ from sam2tool.models.registry import ModelSpec, size_from_trunk
 
 #: The attribute under which sam2tool's LightningModule holds the SAM 2 model.
 LIGHTNING_PREFIX = "model."
+#: sam2tool's own entry in a training checkpoint (plain data: settings, model, LoRA scale).
+CHECKPOINT_META_KEY = "sam2tool"
+#: How peft names the parts of an adapted linear layer.
+BASE_LAYER, LORA_A, LORA_B = ".base_layer.", ".lora_A.default.", ".lora_B.default."
 
 _TRUNK_PATCH_KEY = "image_encoder.trunk.patch_embed.proj.weight"
 _TRUNK_BLOCK_PREFIX = "image_encoder.trunk.blocks."
@@ -84,6 +89,12 @@ def _extract_state_dict(obj: object, path: Path) -> StateDict:
             for key, value in lightning_state.items()
             if key.startswith(LIGHTNING_PREFIX)
         }
+        meta = obj.get(CHECKPOINT_META_KEY)
+        lora = meta.get("lora") if isinstance(meta, Mapping) else None
+        if state and any(LORA_A in key for key in state):
+            if not isinstance(lora, Mapping):
+                raise CheckpointError(f"{path} holds LoRA adapters but not their scale (no sam2tool.lora entry)")
+            state = merge_lora_keys(state, float(lora["alpha"]) / float(lora["rank"]))
         if not state:
             raise CheckpointError(
                 f"{path} is a Lightning checkpoint without SAM 2 weights (no keys start with "
@@ -104,6 +115,43 @@ def _extract_state_dict(obj: object, path: Path) -> StateDict:
             raise CheckpointError(f"{path} is not a SAM 2 checkpoint: entry {key!r} is not a tensor")
         result[key] = value
     return result
+
+
+def merge_lora_keys(state: Mapping[str, torch.Tensor], scale: float) -> StateDict:
+    """The state dict without LoRA adapters: each adapted weight becomes ``W + scale * B @ A``.
+
+    peft stores an adapted ``nn.Linear`` as ``<name>.base_layer.{weight,bias}``,
+    ``<name>.lora_A.default.weight`` (r, in) and ``<name>.lora_B.default.weight`` (out, r); the
+    result has the plain ``<name>.weight`` / ``<name>.bias`` keys the official model expects.
+    """
+    merged: StateDict = {}
+    for key, value in state.items():
+        if LORA_A in key or LORA_B in key:
+            continue
+        if BASE_LAYER in key:
+            name, _, leaf = key.partition(BASE_LAYER)
+            if leaf == "weight" and f"{name}{LORA_A}weight" in state:
+                a, b = state[f"{name}{LORA_A}weight"], state[f"{name}{LORA_B}weight"]
+                value = (value.float() + scale * (b.float() @ a.float())).to(value.dtype)
+            merged[f"{name}.{leaf}"] = value
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_checkpoint_metadata(path: Path) -> dict[str, Any] | None:
+    """sam2tool's entry of a training checkpoint (model, settings, versions), or None for other files.
+
+    Raises:
+        CheckpointError: The file cannot be read safely.
+
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(_not_a_checkpoint(path, exc)) from exc
+    meta = obj.get(CHECKPOINT_META_KEY) if isinstance(obj, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else None
 
 
 def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str | None:

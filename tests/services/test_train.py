@@ -1,0 +1,280 @@
+"""`sam2tool train` on the micro model: the run folder, checkpoints, validation, errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sam2tool.cli import app
+from sam2tool.config.loading import load_settings
+from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.data.layout import DataError
+from sam2tool.models.build import build_model
+from sam2tool.models.checkpoints import load_into, read_state_dict
+from sam2tool.models.registry import get_spec
+from sam2tool.services.train import TrainResult, check_resume_config, run_dir_of, train
+from tests.conftest import prepare_synthetic
+
+SIZE = 64
+
+
+def micro_settings(data: Path, output: Path, *overrides: str) -> Sam2ToolSettings:
+    """Micro model, 64 px, 3-frame clips, no workers: a training step in well under a second."""
+    return load_settings(
+        None,
+        [
+            "model.size=micro",
+            "model.checkpoint=null",
+            "model.drop_path_rate=0.1",
+            f"dataset.root={data}",
+            f"dataset.image_size={SIZE}",
+            "dataset.video_clip_length=3",
+            "dataset.max_num_objects=2",
+            "dataset.num_workers=0",
+            "dataset.multiplier=4",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.max_epochs=null",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1",
+            "optimizer.lr=1e-3",
+            "scheduler.warmup_steps=1",
+            "logging.progress=false",
+            f"output.dir={output}",
+            "output.checkpoint_every_n_steps=1",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepare_synthetic(tmp_path_factory.mktemp("train") / "data", videos=4, frames=6, size=SIZE, val_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def finished(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Sam2ToolSettings]:
+    settings = micro_settings(data, tmp_path_factory.mktemp("runs"))
+    return train(settings), settings
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_folder_holds_config_log_metrics_checkpoints_and_curves(
+    finished: tuple[TrainResult, Sam2ToolSettings],
+) -> None:
+    result, settings = finished
+    run = result.run_dir
+    assert run.parent.parent == settings.output.dir and len(run.parent.name) == 10  # <dir>/YYYY-MM-DD/HH-MM-SS
+    assert load_settings(run / "config.yaml") == settings
+    assert "Run folder" in (run / "training.log").read_text()
+    assert result.global_step == 4
+    table = rows(run / "metrics.csv")
+    losses = [r for r in table if r["loss"]]
+    assert [int(r["step"]) for r in losses] == [0, 1, 2, 3]
+    for r in losses:
+        for key in ("loss", "loss_bce", "loss_dice", "loss_iou", "loss_class", "learning_rate"):
+            assert math.isfinite(float(r[key])), (key, r)
+    validations = [r for r in table if r["val/J&F"]]
+    assert len(validations) == 2  # every 2 steps
+    for r in validations:
+        assert 0.0 <= float(r["val/J&F"]) <= 1.0
+        assert float(r["val/J&F"]) == pytest.approx((float(r["val/J"]) + float(r["val/F"])) / 2)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert result.last_checkpoint == run / "checkpoints" / "last.ckpt"
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_last_checkpoint_loads_safely_into_the_plain_model(finished: tuple[TrainResult, Sam2ToolSettings]) -> None:
+    result, settings = finished
+    checkpoint = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 4
+    meta = checkpoint["sam2tool"]
+    assert meta["model"] == {"version": "sam2.1", "size": "micro", "image_size": SIZE}
+    assert meta["config"] == settings.model_dump(mode="json")
+    state = read_state_dict(result.last_checkpoint)
+    model = build_model(settings.model, SIZE, load_weights=False).model
+    load_into(model, state, result.last_checkpoint, get_spec("sam2.1", "micro"))
+    trained = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items()}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trained[key])
+
+
+def test_training_changes_the_weights(finished: tuple[TrainResult, Sam2ToolSettings]) -> None:
+    result, settings = finished
+    torch.manual_seed(settings.trainer.seed)
+    initial = build_model(settings.model, SIZE, load_weights=False).model.state_dict()
+    trained = read_state_dict(result.last_checkpoint)
+    changed = [k for k, v in initial.items() if not torch.equal(v, trained[k])]
+    assert len(changed) > len(initial) // 2
+
+
+def test_frozen_modules_do_not_change(data: Path, tmp_path: Path) -> None:
+    settings = micro_settings(
+        data,
+        tmp_path,
+        "model.trainable_modules=[sam_mask_decoder]",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=0",
+    )
+    torch.manual_seed(settings.trainer.seed)
+    import lightning as L
+
+    L.seed_everything(settings.trainer.seed, verbose=False)
+    initial = build_model(settings.model, SIZE, load_weights=False).model.state_dict()
+    result = train(settings)
+    trained = read_state_dict(result.last_checkpoint)
+    for key, value in initial.items():
+        if key.startswith("sam_mask_decoder."):
+            continue
+        assert torch.equal(value, trained[key]), key
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if k.startswith("sam_mask_decoder."))
+
+
+def test_lora_run_saves_merged_weights_the_plain_model_loads(data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    settings = micro_settings(
+        data,
+        tmp_path,
+        "model.lora_targets=[image_encoder,sam_mask_decoder]",
+        "model.trainable_modules=[memory_attention]",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "optimizer.lr=1e-2",
+    )
+    result = train(settings)
+    state = read_state_dict(result.last_checkpoint)
+    assert not any("lora_" in k or "base_layer" in k for k in state)
+    model = build_model(settings.model.model_copy(update={"lora_targets": []}), SIZE, load_weights=False).model
+    load_into(model, state, result.last_checkpoint, get_spec("sam2.1", "micro"))
+
+
+def test_cli_train_prints_the_run_and_exit_code_0(data: Path, tmp_path: Path) -> None:
+    command = [
+        "train",
+        "model.size=micro",
+        "model.checkpoint=null",
+        f"dataset.root={data}",
+        f"dataset.image_size={SIZE}",
+        "dataset.video_clip_length=3",
+        "dataset.num_workers=0",
+        "trainer.limit_val_batches=0",
+        "logging.progress=false",
+        "--max-steps",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--no-wandb",
+    ]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert "Last checkpoint:" in result.output
+    (run,) = (tmp_path / "runs").glob("*/*")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+# ------------------------------------------------------------------------------------- errors
+
+
+def test_empty_training_split_is_refused(data: Path, tmp_path: Path) -> None:
+    (data / "splits" / "empty.txt").write_text("")
+    settings = micro_settings(data, tmp_path, "dataset.train_split=empty")
+    with pytest.raises(DataError, match=r"splits/empty\.txt lists no video"):
+        train(settings)
+
+
+def test_validation_videos_without_annotations_are_refused(tmp_path: Path) -> None:
+    data = prepare_synthetic(tmp_path / "data", videos=3, frames=4, size=SIZE, val_fraction=0.4)
+    import json
+
+    manifest = json.loads((data / "manifest.json").read_text())
+    (val,) = (data / "splits" / "val.txt").read_text().split()
+    manifest["videos"][val]["annotated"] = []
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    settings = micro_settings(data, tmp_path / "runs")
+    with pytest.raises(DataError, match=f"without annotated frames \\({val}\\)"):
+        train(settings)
+
+
+def test_missing_dataset_root_is_a_config_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["train", "model.size=micro", "model.checkpoint=null", "--output-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "dataset.root" in result.output
+
+
+def test_resume_of_a_missing_path_or_a_folder_without_checkpoints(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(app, ["resume", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  size: micro\n  checkpoint: null\n")
+    empty = CliRunner().invoke(app, ["resume", str(run)])
+    assert empty.exit_code == 2 and "has no checkpoint" in empty.output
+    with pytest.raises(Exception, match="not a sam2tool run folder"):
+        run_dir_of(tmp_path)
+
+
+def test_resume_refuses_other_models_and_silent_config_changes(data: Path, tmp_path: Path) -> None:
+    saved = micro_settings(data, tmp_path).model_dump(mode="json")
+    other_size = micro_settings(data, tmp_path, "model.size=tiny", "model.checkpoint=null")
+    with pytest.raises(Exception, match=r"different model \(model\.size: checkpoint 'micro', now 'tiny'\)"):
+        check_resume_config(saved, other_size, {"model.size"})
+    edited = micro_settings(data, tmp_path, "optimizer.lr=5e-4")
+    with pytest.raises(Exception, match=r"config\.yaml no longer matches the checkpoint \(optimizer\.lr"):
+        check_resume_config(saved, edited, set())
+    with pytest.raises(Exception, match=r"optimizer\.lr cannot change on resume"):
+        check_resume_config(saved, edited, {"optimizer.lr"})
+    longer = micro_settings(data, tmp_path, "trainer.max_steps=10")
+    check_resume_config(saved, longer, {"trainer.max_steps"})  # deliberate: allowed
+
+
+def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sam2tool.errors import Sam2ToolError
+    from sam2tool.training.loss import SAM2Loss
+
+    original = SAM2Loss.forward
+    calls = {"n": 0}
+
+    def poisoned(self: SAM2Loss, *args: Any) -> dict[str, torch.Tensor]:
+        terms = original(self, *args)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(SAM2Loss, "forward", poisoned)
+    settings = micro_settings(data, tmp_path, "trainer.limit_val_batches=0")
+    with pytest.raises(Sam2ToolError, match=r"not finite at step 2 .*last good checkpoint is .*last\.ckpt \(step 2\)"):
+        train(settings)
+
+
+def test_out_of_memory_gives_advice(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sam2tool.errors import Sam2ToolError
+    from sam2tool.models import lightning_module
+
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(lightning_module, "forward_clip", exhausted)
+    settings = micro_settings(data, tmp_path, "trainer.limit_val_batches=0")
+    with pytest.raises(Sam2ToolError, match=r"out of memory.*dataset\.image_size.*activation_checkpointing.*LoRA"):
+        train(settings)

@@ -1,0 +1,225 @@
+"""Exact resume after SIGTERM and SIGKILL, DDP on two CPU processes, Weights & Biases offline.
+
+Every run is a real `sam2tool` process, stopped with real signals.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sam2tool.config.loading import load_settings
+from sam2tool.config.yaml_writer import render_settings_yaml
+from tests.conftest import REPO, prepare_synthetic
+
+SIZE = 64
+STEPS = 8
+
+
+def write_config(path: Path, data: Path, output: Path, *extra: str) -> Path:
+    settings = load_settings(
+        None,
+        [
+            "model.size=micro",
+            "model.checkpoint=null",
+            "model.drop_path_rate=0.2",  # drop-path, augmentation and prompt sampling all on
+            f"dataset.root={data}",
+            f"dataset.image_size={SIZE}",
+            "dataset.video_clip_length=3",
+            "dataset.max_num_objects=2",
+            "dataset.num_workers=0",
+            "dataset.multiplier=8",  # 16 batches per epoch: every checkpoint is mid-epoch
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.max_epochs=null",
+            f"trainer.max_steps={STEPS}",
+            "trainer.val_check_interval=4",
+            "trainer.log_every_n_steps=1",
+            "optimizer.lr=1e-3",
+            "scheduler.warmup_steps=2",
+            "logging.progress=false",
+            "logging.level=DEBUG",
+            f"output.dir={output}",
+            "output.checkpoint_every_n_steps=1",
+            *extra,
+        ],
+    )
+    path.write_text(render_settings_yaml(settings, "test run"))
+    return path
+
+
+def sam2tool(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.upper().startswith(("SAM2TOOL_", "_SAM2TOOL_"))}
+    environment.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "sam2tool", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+        cwd=REPO,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def only_run(output: Path) -> Path:
+    (run,) = output.glob("*/*")
+    return run
+
+
+def wait_for_step(run_parent: Path, step: int, process: subprocess.Popen[str], timeout: float = 240) -> Path:
+    """Wait until the run has saved last.ckpt at ``step`` (its training.log says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be interrupted"
+        for log in run_parent.glob("*/*/training.log"):
+            if f"last.ckpt at step {step}" in log.read_text():
+                return log.parent
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step {step} within {timeout} s")
+
+
+def final_state(run: Path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == STEPS
+    state = dict(checkpoint["state_dict"])
+    for index, entry in enumerate(checkpoint["optimizer_states"][0]["state"].values()):
+        for key, value in entry.items():
+            state[f"optimizer.{index}.{key}"] = value
+    return state
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepare_synthetic(
+        tmp_path_factory.mktemp("resume") / "data", videos=4, frames=6, size=SIZE, val_fraction=0.5
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    config = write_config(folder / "config.yaml", data, folder / "runs")
+    code, output = finish(sam2tool("train", "--config", str(config)))
+    assert code == 0, output
+    return final_state(only_run(folder / "runs"))
+
+
+def assert_identical(resumed: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert resumed.keys() == expected.keys()
+    different = [k for k in expected if not torch.equal(resumed[k], expected[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_sigterm_saves_exits_143_and_resume_is_bit_identical(
+    data: Path, tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
+) -> None:
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "runs")
+    process = sam2tool("train", "--config", str(config))
+    run = wait_for_step(tmp_path / "runs", 3, process)
+    process.send_signal(signal.SIGTERM)
+    code, output = finish(process)
+    assert code == 143, output
+    assert "terminated (SIGTERM): saved" in output and f"sam2tool resume {run}" in output
+    stopped_at = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert 3 <= stopped_at <= 5 < STEPS  # within one step of the signal (plus the step in flight)
+
+    code, output = finish(sam2tool("resume", str(run)))
+    assert code == 0, output
+    assert_identical(final_state(run), uninterrupted)
+    with (run / "metrics.csv").open(newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh) if r["loss"]]
+    assert steps == list(range(STEPS))  # rows logged after the checkpoint were not duplicated
+
+
+def test_sigkill_leaves_a_loadable_checkpoint_and_resume_is_bit_identical(
+    data: Path, tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
+) -> None:
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "runs")
+    process = sam2tool("train", "--config", str(config))
+    run = wait_for_step(tmp_path / "runs", 2, process)
+    time.sleep(0.3)  # somewhere in the next step, possibly while a checkpoint is being written
+    process.kill()
+    finish(process)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert 2 <= checkpoint["global_step"] < STEPS
+    code, output = finish(sam2tool("resume", str(run / "checkpoints" / "last.ckpt")))
+    assert code == 0, output
+    assert_identical(final_state(run), uninterrupted)
+
+
+def test_resume_can_train_longer_but_not_change_the_recipe(data: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        data,
+        tmp_path / "runs",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=0",
+        "scheduler.warmup_steps=1",
+    )
+    code, output = finish(sam2tool("train", "--config", str(config)))
+    assert code == 0, output
+    run = only_run(tmp_path / "runs")
+    code, output = finish(sam2tool("resume", str(run), "optimizer.lr=1"))
+    assert code == 2 and "optimizer.lr cannot change on resume" in output
+    code, output = finish(sam2tool("resume", str(run), "--max-steps", "3"))
+    assert code == 0, output
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert load_settings(run / "config.yaml").trainer.max_steps == 3
+
+
+def test_ddp_on_two_cpu_processes(data: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        data,
+        tmp_path / "runs",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "dataset.multiplier=4",
+    )
+    code, output = finish(sam2tool("train", "--config", str(config)))
+    assert code == 0, output
+    run = only_run(tmp_path / "runs")  # one run folder for both ranks
+    with (run / "metrics.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    losses = [float(r["loss"]) for r in table if r["loss"]]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert [r for r in table if r["val/J&F"]]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("last")) == ["last.ckpt"]
+    assert "Run folder" in (run / "training.log").read_text()
+
+
+def test_wandb_offline_run_is_written_without_network(data: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        data,
+        tmp_path / "runs",
+        "trainer.max_steps=2",
+        "scheduler.warmup_steps=1",
+        "trainer.limit_val_batches=0",
+        "logging.wandb=true",
+        "logging.wandb_mode=offline",
+    )
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(tmp_path)}
+    code, output = finish(sam2tool("train", "--config", str(config), env=env))
+    assert code == 0, output
+    run = only_run(tmp_path / "runs")
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert list(offline.glob("*.wandb"))
+    code, output = finish(sam2tool("train", "--config", str(config), "--no-wandb", env=env))
+    assert code == 0, output
+    assert not any((p / "wandb").exists() for p in (tmp_path / "runs").glob("*/*") if p != run)
