@@ -278,3 +278,39 @@ def test_out_of_memory_gives_advice(data: Path, tmp_path: Path, monkeypatch: pyt
     settings = micro_settings(data, tmp_path, "trainer.limit_val_batches=0")
     with pytest.raises(Sam2ToolError, match=r"out of memory.*dataset\.image_size.*activation_checkpointing.*LoRA"):
         train(settings)
+
+
+def test_run_folders_are_dated_unique_and_shared_by_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from sam2tool.training.run_files import RUN_DIR_ENV, new_run_dir
+
+    for name in (RUN_DIR_ENV, "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    now = dt.datetime(2026, 11, 25, 14, 3, 12)
+    first = new_run_dir(tmp_path, now)
+    assert first == tmp_path / "2026-11-25" / "14-03-12"
+    first.mkdir(parents=True)
+    assert new_run_dir(tmp_path, now) == tmp_path / "2026-11-25" / "14-03-12-1"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    assert new_run_dir(tmp_path, now) == tmp_path / "2026-11-25" / "torchrun-abc"
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert new_run_dir(tmp_path, now) == tmp_path / "2026-11-25" / "slurm-4242"
+    monkeypatch.setenv(RUN_DIR_ENV, str(first))
+    assert new_run_dir(tmp_path, now) == first  # processes Lightning launches for other ranks
+
+
+def test_early_stopping_ends_the_run_when_j_and_f_stalls(data: Path, tmp_path: Path) -> None:
+    settings = micro_settings(
+        data,
+        tmp_path,
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=1",
+        "trainer.early_stopping_patience=1",
+        "optimizer.lr=1e-9",  # nothing changes: J&F cannot improve after the first validation
+        "scheduler.name=constant",
+        "model.drop_path_rate=0.0",
+    )
+    result = train(settings)
+    assert result.stopped_early
+    assert result.global_step < 40
