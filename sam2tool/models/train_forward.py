@@ -13,8 +13,6 @@ it exactly) and the global torch generator for click and box sampling.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,20 +233,6 @@ def _track_frame(
     out["pred_masks"], out["pred_masks_high_res"], out["obj_ptr"] = low_masks, high_masks, obj_ptr
     model._encode_memory_in_output(vision_feats, feat_sizes, point_inputs, True, high_masks, scores, out)
     return out
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed the global torch generators (CPU and CUDA) for the duration of the block."""
-    state = torch.random.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> int:

@@ -399,8 +399,6 @@ def resume(
         UsageError: Nothing to resume, or settings that differ from the checkpoint's.
 
     """
-    import torch
-
     from sam2tool.config.loading import load_settings
     from sam2tool.config.sources import parse_overrides
     from sam2tool.config.yaml_writer import render_settings_yaml
@@ -418,7 +416,6 @@ def resume(
     changed |= {key for key, value in (flags or {}).items() if value is not None}
     check_resume_config(meta["config"], saved_settings, set())
     check_resume_config(meta["config"], settings, changed)
-    del torch
     config_text = None
     if settings != saved_settings:
         config_text = render_settings_yaml(settings, f"sam2tool run {run_dir}: the resolved settings (resumed)")
