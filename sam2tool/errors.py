@@ -28,6 +28,10 @@ class DownloadError(Sam2ToolError):
     """An official checkpoint could not be downloaded (exit code 1)."""
 
 
+class ExportError(Sam2ToolError):
+    """An export could not be written or failed its check."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (what ``kill``, Docker, Kubernetes and SLURM send to stop a job); exit code 143.
 

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from sam2tool import __version__
-from sam2tool.cli import config_commands, data_commands, evaluate_commands, predict_commands, train_commands
+from sam2tool.cli import (
+    config_commands,
+    data_commands,
+    evaluate_commands,
+    export_commands,
+    predict_commands,
+    train_commands,
+)
 
 #: Command name -> function. The README documents exactly these commands (a test checks it).
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -22,6 +29,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "train": train_commands.train,
     "resume": train_commands.resume,
     "evaluate": evaluate_commands.evaluate,
+    "export": export_commands.export,
     "predict-video": predict_commands.predict_video,
 }
 

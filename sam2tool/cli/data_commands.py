@@ -52,6 +52,9 @@ def prepare_data(
     num_videos: Annotated[int, typer.Option("--num-videos", min=1, help="Synthetic: number of videos.")] = 16,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Synthetic: frames per video.")] = 24,
     size: Annotated[int, typer.Option("--size", min=32, help="Synthetic: frame size in pixels.")] = 256,
+    objects: Annotated[
+        int | None, typer.Option("--objects", min=1, max=8, help="Synthetic: objects per video (default: 2 or 3).")
+    ] = None,
     images: Annotated[
         Path | None,
         typer.Option("--images", help="COCO: folder of the images (default: beside the JSON, or the split folder)."),
@@ -85,6 +88,7 @@ def prepare_data(
             num_videos=num_videos,
             frames=frames,
             size=size,
+            objects=objects,
             images=images,
             all_frames=all_frames,
         )

@@ -30,7 +30,11 @@ def predict_video(
     ] = None,
     checkpoint: Annotated[
         str | None,
-        typer.Option("--checkpoint", help="Weights: a sam2tool/Lightning, exported or official checkpoint file."),
+        typer.Option(
+            "--checkpoint",
+            help="Weights: a training checkpoint or an export (their model and size are used without --config), "
+            "or an official checkpoint file.",
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -77,6 +81,7 @@ def predict_video(
     from sam2tool.config.loading import load_settings
     from sam2tool.errors import UsageError
     from sam2tool.models.registry import official_checkpoint_spec
+    from sam2tool.services.export import trained_model_flags
     from sam2tool.services.predict_video import (
         Prompt,
         TrackOptions,
@@ -96,12 +101,17 @@ def predict_video(
             if spec is None:
                 raise UsageError(f"--model {model!r} is not an official model name (e.g. sam2.1_hiera_tiny)")
             flags.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
+        trained = None
         if checkpoint is not None:
+            if config is None and model is None and Path(checkpoint).is_file():
+                trained = trained_model_flags(Path(checkpoint))  # the model it was trained as
+            flags.update(trained or {})
             flags["model.checkpoint"] = checkpoint
         if image_size is not None:
             flags["dataset.image_size"] = image_size  # validated like the config key
         settings = load_settings(config, flags=flags)
-        size = settings.dataset.image_size if config is not None or image_size is not None else 1024
+        known_size = config is not None or image_size is not None or trained is not None
+        size = settings.dataset.image_size if known_size else 1024
         items: list[Prompt] = []
         if point or box:
             clicks = [parse_point(p) for p in point or []]

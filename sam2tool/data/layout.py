@@ -14,6 +14,7 @@ guess names, and records for every object the annotated frames in which it is vi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -197,3 +198,16 @@ def read_split(root: Path, split: str) -> list[str]:
         available = sorted(p.stem for p in (Path(root) / SPLITS_DIR).glob("*.txt"))
         raise DataError(f"{path} does not exist; splits in {root}: {', '.join(available) or 'none'}")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def manifest_fingerprint(root: Path | None) -> dict[str, Any] | None:
+    """Identify the data a model was trained on: the folder and the SHA-256 of its manifest.
+
+    The manifest lists every video, frame and object, so equal hashes mean equal data sets (as
+    written by ``prepare-data``). Returns None when ``root`` is None or has no manifest.
+    """
+    if root is None or not (Path(root) / MANIFEST_FILE).is_file():
+        return None
+    data = (Path(root) / MANIFEST_FILE).read_bytes()
+    splits = {p.stem: len(read_split(root, p.stem)) for p in sorted((Path(root) / SPLITS_DIR).glob("*.txt"))}
+    return {"root": str(root), "manifest_sha256": hashlib.sha256(data).hexdigest(), "split_videos": splits}

@@ -17,6 +17,7 @@ import torch
 
 from sam2tool.config.problems import ConfigError
 from sam2tool.config.schema import ModelSettings
+from sam2tool.errors import CheckpointError
 from sam2tool.models.checkpoints import load_into, read_state_dict
 from sam2tool.models.download import resolve_checkpoint
 from sam2tool.models.registry import COMPONENTS, ModelSpec, get_spec
@@ -193,3 +194,28 @@ def apply_trainable_modules(model: torch.nn.Module, modules: Sequence[str]) -> t
 
 def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
+
+
+def build_with_official_loader(config_file: Path, weights: Path, *, video: bool = False) -> torch.nn.Module:
+    """Load an exported ``model.yaml`` + ``model.pt`` exactly as a user of Meta's ``sam2`` package would.
+
+    Calls ``sam2.build_sam.build_sam2`` (or ``build_sam2_video_predictor`` with ``video``) on the
+    CPU with ``"/" + absolute path`` as the config name, which makes Hydra read a file outside the
+    sam2 package. Loading is strict (sam2 raises on any missing or unexpected key).
+
+    Raises:
+        CheckpointError: sam2 could not build the model or load the weights.
+
+    """
+    from sam2.build_sam import build_sam2, build_sam2_video_predictor
+
+    builder = build_sam2_video_predictor if video else build_sam2
+    name = "/" + str(Path(config_file).resolve())
+    try:
+        model = builder(name, str(weights), device="cpu", mode="eval")
+    except Exception as exc:  # sam2 raises a bare RuntimeError() after logging the keys
+        raise CheckpointError(
+            f"the official sam2 builder could not load {weights} with {config_file}: {exc!r}"
+        ) from exc
+    assert isinstance(model, torch.nn.Module)
+    return model

@@ -21,6 +21,7 @@ from sam2tool import __version__
 from sam2tool.config.schema import Sam2ToolSettings
 from sam2tool.data.clips import ClipBatch
 from sam2tool.data.datamodule import ValidationVideo
+from sam2tool.data.layout import manifest_fingerprint
 from sam2tool.errors import Sam2ToolError
 from sam2tool.models.build import BuiltModel, build_model
 from sam2tool.models.checkpoints import CHECKPOINT_META_KEY
@@ -79,6 +80,7 @@ class SAM2LightningModule(L.LightningModule):
         self.validator = validator
         self._val_j: list[float] = []
         self._val_f: list[float] = []
+        self._data = manifest_fingerprint(settings.dataset.root)
 
     # ----------------------------------------------------------------------------------- training
 
@@ -175,6 +177,10 @@ class SAM2LightningModule(L.LightningModule):
             "lora": {"alpha": self.settings.model.lora_alpha, "rank": self.settings.model.lora_rank}
             if self.settings.model.lora_targets
             else None,
+            "step": self.global_step,
+            "epoch": self.current_epoch,
+            "data": self._data,
+            "validation": self._last_validation(),
             "rng": {
                 "torch": torch.random.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -182,6 +188,12 @@ class SAM2LightningModule(L.LightningModule):
                 "numpy": _plain(np.random.get_state(legacy=False)),
             },
         }
+
+    def _last_validation(self) -> dict[str, float] | None:
+        """The metrics of the latest validation (what an export's model card reports)."""
+        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        values = {key: float(metrics[key]) for key in VAL_METRICS if key in metrics}
+        return values or None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the random generators saved with the checkpoint."""

@@ -198,25 +198,57 @@ def finite(value: Any) -> Any:
 
 
 def _bar_chart(per_video: list[dict[str, Any]], mean: float, path: Path) -> None:
-    """A horizontal bar chart of J&F per video (PNG), drawn with OpenCV."""
+    """A horizontal bar chart of J&F per video (PNG)."""
+    rows = sorted(per_video, key=lambda r: _value(r["J&F"]))
+    title = f"J&F per video (mean {mean:.3f})" if math.isfinite(mean) else "J&F per video"
+    _draw_bars([(str(r["video"]), [_value(r["J&F"])]) for r in rows], title, [], path)
+
+
+def comparison_chart(before: EvaluationReport, after: EvaluationReport, path: Path) -> None:
+    """J&F per video before and after fine-tuning, side by side (PNG)."""
+    old = {str(r["video"]): _value(r["J&F"]) for r in before.per_video}
+    new = {str(r["video"]): _value(r["J&F"]) for r in after.per_video}
+    videos = sorted(new, key=lambda v: new[v] - old.get(v, 0.0))
+    title = f"J&F per video: before {before.overall['J&F']:.3f}, after {after.overall['J&F']:.3f}"
+    _draw_bars([(v, [old.get(v, 0.0), new[v]]) for v in videos], title, ["before", "after"], path)
+
+
+#: Bar colours (BGR) of the series of a chart: one series in blue; before grey, after blue.
+_SERIES_COLOURS = ((180, 119, 31), (160, 160, 160))
+
+
+def _value(value: Any) -> float:
+    number = float(value) if value is not None else math.nan
+    return number if math.isfinite(number) else 0.0
+
+
+def _draw_bars(rows: list[tuple[str, list[float]]], title: str, legend: list[str], path: Path) -> None:
+    """Horizontal bars (one per value of each row) with labels, drawn with OpenCV."""
     import cv2
     import numpy as np
 
-    rows = sorted(per_video, key=lambda r: float(r["J&F"]))
-    label_width, bar_width, row_height = 260, 520, 22
-    height = 60 + row_height * max(len(rows), 1)
-    image = np.full((height, label_width + bar_width + 80, 3), 255, dtype=np.uint8)
+    series = max((len(values) for _, values in rows), default=1)
+    colours = [_SERIES_COLOURS[0]] if series == 1 else [_SERIES_COLOURS[1], _SERIES_COLOURS[0]]
+    label_width, bar_width, bar_height = 260, 520, 16
+    row_height = 6 + bar_height * series
+    top = 45 + (22 if legend else 0)
+    image = np.full((top + 15 + row_height * max(len(rows), 1), label_width + bar_width + 80, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    title = f"J&F per video (mean {mean:.3f})" if math.isfinite(mean) else "J&F per video"
     cv2.putText(image, title, (10, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-    for index, row in enumerate(rows):
-        y = 45 + index * row_height
-        value = float(row["J&F"]) if math.isfinite(float(row["J&F"])) else 0.0
-        length = round(bar_width * min(max(value, 0.0), 1.0))
-        cv2.rectangle(image, (label_width, y), (label_width + bar_width, y + row_height - 6), (235, 235, 235), -1)
-        cv2.rectangle(image, (label_width, y), (label_width + length, y + row_height - 6), (180, 119, 31), -1)
-        cv2.putText(image, str(row["video"])[:32], (10, y + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(image, f"{value:.3f}", (label_width + length + 6, y + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for index, name in enumerate(legend):
+        x = label_width + 120 * index
+        cv2.rectangle(image, (x, 40), (x + 14, 54), colours[index], -1)
+        cv2.putText(image, name, (x + 20, 52), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for index, (label, values) in enumerate(rows):
+        y = top + index * row_height
+        cv2.putText(image, label[:32], (10, y + 12 + (series - 1) * bar_height // 2), font, 0.45, (0, 0, 0), 1)
+        for k, value in enumerate(values):
+            y0, length = y + k * bar_height, round(bar_width * min(max(value, 0.0), 1.0))
+            end = (label_width + bar_width, y0 + bar_height - 3)
+            cv2.rectangle(image, (label_width, y0), end, (235, 235, 235), -1)
+            cv2.rectangle(image, (label_width, y0), (label_width + length, y0 + bar_height - 3), colours[k], -1)
+            text_at = (label_width + length + 6, y0 + 11)
+            cv2.putText(image, f"{value:.3f}", text_at, font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise DataError(f"cannot encode the chart {path}")
@@ -346,4 +378,5 @@ def evaluate_model(
     if baseline:
         comparison = {name: report.overall for name, report in reports.items()}
         atomic_write_text(output / "comparison.json", json.dumps(finite(comparison), indent=1) + "\n")
+        comparison_chart(reports["baseline"], reports["finetuned"], output / "comparison.png")
     return reports

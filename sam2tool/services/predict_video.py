@@ -250,6 +250,8 @@ def load_predictor(settings: Sam2ToolSettings, image_size: int, device: str = "a
 
     ``compile`` compiles the image encoder, memory attention, memory encoder, prompt encoder and
     mask decoder with ``torch.compile`` (as the official VOS-optimised predictor does); CUDA only.
+    Random weights (``model.checkpoint: null``) are drawn with ``trainer.seed``: they are the
+    weights a training run with that seed starts from.
     """
     import torch
 
@@ -258,6 +260,8 @@ def load_predictor(settings: Sam2ToolSettings, image_size: int, device: str = "a
     resolved = resolve_device(device)
     if compile and resolved != "cuda":
         raise UsageError("--compile needs a CUDA GPU (--device cuda); on other devices run without it")
+    if settings.model.checkpoint is None:
+        torch.manual_seed(settings.trainer.seed)
     predictor = build_video_predictor(settings.model, image_size, device=resolved, progress=True).model
     if compile:
         for name in ("image_encoder", "memory_attention", "memory_encoder", "sam_prompt_encoder", "sam_mask_decoder"):

@@ -7,13 +7,13 @@ interrupted or failed run leaves no half-written OUTPUT.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sam2tool import __version__
+from sam2tool.atomic import atomic_folder, check_replaceable
 from sam2tool.data.convert import VideoProblems, convert_video, split_videos
 from sam2tool.data.formats import FORMATS
 from sam2tool.data.formats.base import SourceFormat, SourceVideo
@@ -46,6 +46,7 @@ class PrepareOptions:
         num_videos: Synthetic: number of videos.
         frames: Synthetic: frames per video.
         size: Synthetic: frame size in pixels.
+        objects: Synthetic: objects per video (None: 2 or 3).
 
     """
 
@@ -59,6 +60,7 @@ class PrepareOptions:
     num_videos: int = 16
     frames: int = 24
     size: int = 256
+    objects: int | None = None
     images: Path | None = None
     all_frames: bool = False
 
@@ -97,7 +99,7 @@ def make_format(options: PrepareOptions) -> SourceFormat:
     if options.format == "coco":
         return CocoFormat(options.images)
     if options.format == "synthetic":
-        return SyntheticFormat(options.num_videos, options.frames, options.size, options.seed)
+        return SyntheticFormat(options.num_videos, options.frames, options.size, options.seed, options.objects)
     raise UsageError(f"unknown format '{options.format}'; formats: {', '.join(FORMATS)}")
 
 
@@ -126,12 +128,8 @@ def prepare_data(
         if source is None or not (source.is_file() if wants_file else source.is_dir()):
             raise UsageError(f"source {'file' if wants_file else 'folder'} {source} does not exist")
         _check_not_nested(source.parent if wants_file else source, output)
-    _check_replaceable(output, options.force)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(output)
-    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    check_replaceable(output, options.force, marker=MANIFEST_FILE, writer="prepare-data")
+    with atomic_folder(output) as staging:
         manifest, problems, total = _convert_all(reader.videos(source or Path(".")), staging, options, on_video)
         if total == 0:
             raise DataError(f"{source} has no videos for format {options.format}")
@@ -147,9 +145,6 @@ def prepare_data(
             raise DataError(f"none of the {total} videos could be converted; see the problems above")
         manifest.splits = _splits(source, list(manifest.videos), options)
         manifest.save(staging)
-        _replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return PrepareResult(output, manifest)
 
 
@@ -160,42 +155,6 @@ def _check_not_nested(source: Path, output: Path) -> None:
         raise UsageError(f"OUTPUT {output} must not be inside the source folder {source}")
     if target in source.parents:
         raise UsageError(f"OUTPUT {output} contains the source {source}; choose another OUTPUT")
-
-
-def _check_replaceable(output: Path, force: bool) -> None:
-    """OUTPUT may only be replaced (with --force) when it is a folder written by prepare-data."""
-    if not output.exists() and not output.is_symlink():
-        return
-    if not force:
-        raise UsageError(f"{output} already exists; pass --force to replace it")
-    if output.is_symlink() or not output.is_dir():
-        raise UsageError(f"{output} is not a folder; remove it or choose another OUTPUT")
-    resolved = output.resolve()
-    if resolved == Path.cwd().resolve() or resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
-        raise UsageError(f"{output} is the current, home or root folder; choose another OUTPUT")
-    if any(output.iterdir()) and not (output / MANIFEST_FILE).is_file():
-        raise UsageError(
-            f"--force only replaces a folder written by prepare-data, and {output} has no {MANIFEST_FILE}; "
-            "remove it yourself or choose another OUTPUT"
-        )
-
-
-def _remove_stale_staging(output: Path) -> None:
-    """Remove temporary folders of earlier runs that were killed (their process is gone)."""
-    for stale in output.parent.glob(f".{output.name}.partial-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _convert_all(
@@ -253,14 +212,3 @@ def _splits(source: Path | None, names: list[str], options: PrepareOptions) -> d
         if official:
             log.warning("ImageSets of %s name none of the converted videos as val; drawing a random split", source)
     return split_videos(names, DEFAULT_VAL_FRACTION, (), options.seed)
-
-
-def _replace(staging: Path, output: Path) -> None:
-    """Rename ``staging`` to ``output``, replacing an existing ``output`` only once staging is complete."""
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(output)

@@ -121,6 +121,17 @@ def test_synthetic_is_reproducible_and_learnable_shape(tmp_path: Path) -> None:
         assert video.annotated == video.frames
 
 
+def test_synthetic_number_of_objects_can_be_fixed(tmp_path: Path) -> None:
+    command = ["prepare-data", str(tmp_path / "one"), "-f", "synthetic", "--num-videos", "4", "--frames", "4"]
+    result = runner.invoke(app, [*command, "--size", "64", "--objects", "1"])
+    assert result.exit_code == 0, result.output
+    assert [len(v.objects) for v in load_manifest(tmp_path / "one").videos.values()] == [1, 1, 1, 1]
+    labels = np.array(Image.open(tmp_path / "one" / "Annotations" / "synthetic_000" / "00000.png"))
+    assert set(np.unique(labels)) == {0, 1}
+    result = runner.invoke(app, [*command, "--size", "64", "--objects", "0"])
+    assert result.exit_code == 2
+
+
 def test_synthetic_objects_move_leave_and_come_back(tmp_path: Path) -> None:
     prepare(None, tmp_path / "out", format="synthetic", num_videos=8, frames=48, size=64)
     manifest = load_manifest(tmp_path / "out")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -69,6 +70,9 @@ def test_baseline_compares_before_and_after(setup: tuple[Path, Path, Path], tmp_
     comparison = json.loads((tmp_path / "ev/comparison.json").read_text())
     assert set(comparison) == {"baseline", "finetuned"}
     assert (tmp_path / "ev/baseline/results.json").is_file() and (tmp_path / "ev/finetuned/results.json").is_file()
+    chart = cv2.imread(str(tmp_path / "ev/comparison.png"))
+    videos = len(json.loads((tmp_path / "ev/finetuned/results.json").read_text())["per_video"])
+    assert chart is not None and chart.shape[0] >= 67 + videos * 38  # two bars (before, after) per video
 
 
 def test_model_mode_usage_errors(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:

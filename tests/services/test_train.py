@@ -314,3 +314,27 @@ def test_early_stopping_ends_the_run_when_j_and_f_stalls(data: Path, tmp_path: P
     result = train(settings)
     assert result.stopped_early
     assert result.global_step < 40
+
+
+def test_random_weights_before_training_are_what_evaluate_and_predict_use(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evaluate --baseline` with model.checkpoint null scores exactly the model a run starts from."""
+    from sam2tool.models import lightning_module
+    from sam2tool.services.predict_video import load_predictor
+
+    initial: dict[str, torch.Tensor] = {}
+
+    def recording_build(*args: Any, **kwargs: Any) -> Any:
+        built = build_model(*args, **kwargs)
+        initial.update({k: v.clone() for k, v in built.model.state_dict().items()})
+        return built
+
+    monkeypatch.setattr(lightning_module, "build_model", recording_build)
+    settings = micro_settings(data, tmp_path, "trainer.max_steps=2", "trainer.limit_val_batches=0", "trainer.seed=5")
+    train(settings)
+    predictor = load_predictor(settings, SIZE, "cpu").state_dict()
+    assert initial.keys() == predictor.keys()
+    assert all(torch.equal(initial[k], predictor[k]) for k in initial)
+    other = load_predictor(micro_settings(data, tmp_path, "trainer.seed=6"), SIZE, "cpu").state_dict()
+    assert not all(torch.equal(initial[k], other[k]) for k in initial)

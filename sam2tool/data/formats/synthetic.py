@@ -41,13 +41,15 @@ class SyntheticFormat:
 
     name = "synthetic"
 
-    def __init__(self, num_videos: int = 16, frames: int = 24, size: int = 256, seed: int = 0) -> None:
-        self.num_videos, self.frames, self.size, self.seed = num_videos, frames, size, seed
+    def __init__(
+        self, num_videos: int = 16, frames: int = 24, size: int = 256, seed: int = 0, objects: int | None = None
+    ) -> None:
+        self.num_videos, self.frames, self.size, self.seed, self.objects = num_videos, frames, size, seed, objects
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """``num_videos`` videos named ``synthetic_000``, ... with every frame annotated."""
         for index in range(self.num_videos):
-            video = _LazyVideo(index, self.frames, self.size, self.seed)
+            video = _LazyVideo(index, self.frames, self.size, self.seed, self.objects)
             frames = [
                 SourceFrame(t, f"synthetic video {index} frame {t}", partial(video.image, t), partial(video.mask, t))
                 for t in range(self.frames)
@@ -58,8 +60,8 @@ class SyntheticFormat:
 class _LazyVideo:
     """Renders a synthetic video on first use and hands out its frames and masks."""
 
-    def __init__(self, index: int, frames: int, size: int, seed: int) -> None:
-        self.args = (index, frames, size, seed)
+    def __init__(self, index: int, frames: int, size: int, seed: int, objects: int | None) -> None:
+        self.args = (index, frames, size, seed, objects)
         self.rendered: tuple[np.ndarray, np.ndarray] | None = None
 
     def _video(self) -> tuple[np.ndarray, np.ndarray]:
@@ -79,11 +81,17 @@ class _LazyVideo:
         return labels
 
 
-def render_video(index: int, frames: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Render one video: RGB frames (T, S, S, 3) uint8 and label maps (T, S, S) uint8."""
+def render_video(
+    index: int, frames: int, size: int, seed: int, objects: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one video: RGB frames (T, S, S, 3) uint8 and label maps (T, S, S) uint8.
+
+    ``objects`` fixes the number of objects (default: 2 or 3, drawn per video).
+    """
     rng = np.random.default_rng([seed, index])
-    count = int(rng.integers(2, 4))
-    objects = [_random_object(rng, size, i, count) for i in range(count)]
+    count = int(rng.integers(2, 4))  # drawn even when fixed, so the other draws do not change
+    count = count if objects is None else objects
+    shapes = [_random_object(rng, size, i, count) for i in range(count)]
     order = rng.permutation(count)  # back to front
     background = _background(rng, size)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -93,7 +101,7 @@ def render_video(index: int, frames: int, size: int, seed: int) -> tuple[np.ndar
         canvas = background.copy()
         label = labels[t]
         for i in order:
-            obj = objects[i]
+            obj = shapes[i]
             inside, u, v = _footprint(obj, t, size, xs, ys)
             canvas[inside] = _texture(obj, u[inside], v[inside])
             label[inside] = i + 1

@@ -1,0 +1,79 @@
+"""``export``: write a checkpoint as files the official sam2 package, safetensors and ONNX runtimes load."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+
+
+class DtypeName(str, Enum):
+    """Dtype of the exported weight files."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A training checkpoint (run folder checkpoints/*.ckpt), or any SAM 2 checkpoint.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (created; see --force).")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="Comma-separated: sam2 (model.pt + model.yaml), safetensors, onnx (two graphs)."
+        ),
+    ] = "sam2",
+    dtype: Annotated[
+        DtypeName, typer.Option("--dtype", help="Dtype of the weight files; ONNX graphs are always fp32.")
+    ] = DtypeName.fp32,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config naming the model, for checkpoints not written by sam2tool train."),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Input size of the exported model (default: as trained).")
+    ] = None,
+    onnx_tolerance: Annotated[
+        float | None,
+        typer.Option("--onnx-tolerance", min=0.0, help="Largest accepted onnxruntime-vs-PyTorch difference."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it is an earlier export.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Export a checkpoint: LoRA merged, no optimizer state, every file checked, plus a model card."""
+    from sam2tool.services.export import export_model, parse_formats
+
+    with reporting_errors(debug):
+        formats = parse_formats(format)
+        with console.status("Exporting") as status:
+            result = export_model(
+                checkpoint,
+                output,
+                formats=formats,
+                dtype=dtype.value,
+                config=config,
+                image_size=image_size,
+                force=force,
+                onnx_tolerance=onnx_tolerance,
+                on_stage=lambda text: status.update(text),
+            )
+        if json_output:
+            typer.echo(json.dumps(result.card, indent=2))
+            return
+        model = result.card["model"]
+        console.print(
+            f"Exported {model['name']} at {model['image_size']} px to {result.output}:", markup=False, highlight=False
+        )
+        for name, entry in result.files.items():
+            console.print(f"  {name:<22} {entry['bytes'] / 1e6:9.2f} MB", markup=False, highlight=False)
+        for line in result.checks:
+            console.print(f"Checked {line}", markup=False, highlight=False)

@@ -1,0 +1,1 @@
+"""Exporters: sam2 checkpoint + YAML, safetensors, ONNX."""
