@@ -287,9 +287,9 @@ def train(
                 )
             )
         if s.logging.progress:
-            from lightning.pytorch.callbacks import RichProgressBar
+            from sam2tool.training.progress import TrainingProgressBar
 
-            callbacks.append(RichProgressBar(leave=True))
+            callbacks.append(TrainingProgressBar(leave=True))
         loggers: list[Any] = [MetricsCSV(run_dir / METRICS_FILE, resume_step=resume_step if rank_zero else None)]
         if s.logging.wandb and not debug:
             from lightning.pytorch.loggers import WandbLogger

@@ -219,7 +219,7 @@ def plot_curves(metrics: Path, output: Path) -> Path | None:
     import cv2
     import numpy as np
 
-    width, height, left, right, top, bottom = 900, 480, 80, 80, 50, 50
+    width, height, left, right, top, bottom = 900, 500, 80, 80, 70, 50
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     steps = loss_steps + val_steps
@@ -246,10 +246,13 @@ def plot_curves(metrics: Path, output: Path) -> Path | None:
                 height - bottom - round((math.log10(max(value, 1e-8)) - low) / (high - low) * (height - top - bottom))
             )
 
-        draw([(x(s), y_loss(v)) for s, v in zip(loss_steps, loss, strict=True)], blue, False)
+        pale = (230, 205, 170)
+        draw([(x(s), y_loss(v)) for s, v in zip(loss_steps, loss, strict=True)], pale, False)
+        draw([(x(s), y_loss(v)) for s, v in zip(loss_steps, smoothed(loss), strict=True)], blue, False)
         cv2.putText(image, f"{max(loss):.3g}", (5, top + 5), font, 0.45, blue, 1, cv2.LINE_AA)
         cv2.putText(image, f"{min(loss):.3g}", (5, height - bottom), font, 0.45, blue, 1, cv2.LINE_AA)
-        cv2.putText(image, "training loss (log)", (left, top - 10), font, 0.55, blue, 1, cv2.LINE_AA)
+        label = "training loss (log; pale: as logged, dark: smoothed)"
+        cv2.putText(image, label, (left, top - 10), font, 0.5, blue, 1, cv2.LINE_AA)
     if jf:
 
         def y_jf(value: float) -> int:
@@ -259,7 +262,7 @@ def plot_curves(metrics: Path, output: Path) -> Path | None:
         cv2.putText(image, "1.0", (width - right + 8, top + 5), font, 0.45, orange, 1, cv2.LINE_AA)
         cv2.putText(image, "0.0", (width - right + 8, height - bottom), font, 0.45, orange, 1, cv2.LINE_AA)
         label = f"validation J&F (last {jf[-1]:.3f}, best {max(jf):.3f})"
-        cv2.putText(image, label, (width - right - 380, top - 10), font, 0.55, orange, 1, cv2.LINE_AA)
+        cv2.putText(image, label, (width - right - 330, top - 30), font, 0.5, orange, 1, cv2.LINE_AA)
     cv2.putText(image, f"step {first}", (left, height - 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, f"step {last}", (width - right - 80, height - 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     ok, encoded = cv2.imencode(".png", image)
@@ -268,6 +271,17 @@ def plot_curves(metrics: Path, output: Path) -> Path | None:
     with atomic_path(output) as tmp:
         tmp.write_bytes(encoded.tobytes())
     return output
+
+
+def smoothed(values: list[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average in log space (as TensorBoard smooths curves), bias-corrected."""
+    import math
+
+    out, average = [], 0.0
+    for index, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * math.log(max(value, 1e-8))
+        out.append(math.exp(average / (1 - weight**index)))
+    return out
 
 
 def attach_file_log(path: Path, level: str) -> Callable[[], None]:
