@@ -33,18 +33,29 @@ PRESETS: dict[str, Preset] = {
     "small": _official("small", "fine-tune SAM 2.1 small (46 M parameters) from Meta's checkpoint"),
     "base_plus": _official("base_plus", "fine-tune SAM 2.1 base_plus (81 M parameters) from Meta's checkpoint"),
     "large": _official("large", "fine-tune SAM 2.1 large (224 M parameters) from Meta's checkpoint"),
+    # Learning from random weights in minutes on a CPU, unlike fine-tuning, works best with mask
+    # prompts only, no augmentation and a heavier IoU loss (the IoU head picks among the multimask
+    # outputs while tracking; ranking them badly is what holds an untrained model back longest).
     "micro": Preset(
-        "train a micro SAM 2 (1.3 M parameters, random weights) at 128 px on the CPU, for demos and tests",
+        "train a micro SAM 2 (1.3 M parameters) from random weights at 128 px on the CPU, for demos and tests "
+        "(mask prompts, no augmentation, IoU loss x20: settings for learning from scratch quickly)",
         {
-            "model": {"size": "micro", "version": "sam2.1", "checkpoint": None},
-            "dataset": {"image_size": 128, "video_clip_length": 4, "max_num_objects": 2, "num_workers": 1},
+            "model": {"size": "micro", "version": "sam2.1", "checkpoint": None, "prob_to_use_pt_input": 0.0},
+            "dataset": {
+                "image_size": 128,
+                "video_clip_length": 4,
+                "max_num_objects": 2,
+                "num_workers": 1,
+                "augment": False,
+            },
             "trainer": {
                 "max_epochs": None,
-                "max_steps": 300,
+                "max_steps": 900,
                 "accelerator": "cpu",
                 "devices": 1,
                 "precision": "32-true",
             },
+            "loss": {"weight_iou": 20.0},
             "optimizer": {"lr": 1e-3},
             "scheduler": {"warmup_steps": 20},
         },

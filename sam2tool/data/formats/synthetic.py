@@ -91,7 +91,10 @@ def render_video(
     rng = np.random.default_rng([seed, index])
     count = int(rng.integers(2, 4))  # drawn even when fixed, so the other draws do not change
     count = count if objects is None else objects
-    shapes = [_random_object(rng, size, i, count) for i in range(count)]
+    # Hues are spread evenly over the objects of a video, from a start drawn per video (from its own
+    # generator, so that every other draw stays as it was).
+    first_hue = float(np.random.default_rng([seed, index, 1]).uniform())
+    shapes = [_random_object(rng, size, (first_hue + i / count) % 1.0) for i in range(count)]
     order = rng.permutation(count)  # back to front
     background = _background(rng, size)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -109,8 +112,8 @@ def render_video(
     return images, labels
 
 
-def _random_object(rng: np.random.Generator, size: int, i: int, count: int) -> _Object:
-    hue = (i / count + rng.uniform(-0.08, 0.08)) % 1.0
+def _random_object(rng: np.random.Generator, size: int, base_hue: float) -> _Object:
+    hue = (base_hue + rng.uniform(-0.08, 0.08)) % 1.0
     colour = _hsv_to_rgb(hue, rng.uniform(0.6, 0.9), rng.uniform(0.7, 1.0))
     second = _hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
     speed = rng.uniform(0.015, 0.04) * size
