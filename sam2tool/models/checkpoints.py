@@ -44,10 +44,7 @@ def read_state_dict(path: Path) -> StateDict:
             Python objects other than tensors and plain containers, or has no SAM 2 weights.
 
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}; check model.checkpoint (or --checkpoint)")
+    path = _existing_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Detected pickle protocol 4"
@@ -65,6 +62,15 @@ def read_state_dict(path: Path) -> StateDict:
     except Exception as exc:  # the weights-only unpickler fails in many ways on garbage
         raise CheckpointError(_not_a_checkpoint(path, exc)) from None
     return _extract_state_dict(obj, path)
+
+
+def _existing_file(path: Path) -> Path:
+    """``path`` as a Path; CheckpointError when it is missing or a folder."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; check the path (model.checkpoint, --checkpoint, CHECKPOINT)")
+    return path
 
 
 def _not_a_checkpoint(path: Path, exc: BaseException | None = None) -> str:
@@ -146,6 +152,7 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any] | None:
         CheckpointError: The file cannot be read safely.
 
     """
+    path = _existing_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
