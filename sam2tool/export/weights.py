@@ -2,9 +2,9 @@
 
 ``model.pt`` and ``model.yaml`` are what the official ``sam2`` package loads::
 
-    from pathlib import Path
+    import os
     from sam2.build_sam import build_sam2_video_predictor
-    predictor = build_sam2_video_predictor("/" + str(Path("export/model.yaml").resolve()), "export/model.pt")
+    predictor = build_sam2_video_predictor("/" + os.path.abspath("export/model.yaml"), "export/model.pt")
 
 The leading ``/`` matters: ``build_sam2`` hands the name to Hydra, whose search path is the sam2
 package; ``//abs/path.yaml`` makes it read a file outside the package.

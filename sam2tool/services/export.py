@@ -49,8 +49,8 @@ MODEL_CARD = "model_card.json"
 #: How the exported files are loaded, for the model card and the README.
 USAGE = {
     "sam2": (
-        "from sam2.build_sam import build_sam2_video_predictor; "
-        "predictor = build_sam2_video_predictor('/' + str(Path('model.yaml').resolve()), 'model.pt')"
+        "import os; from sam2.build_sam import build_sam2_video_predictor; "
+        "predictor = build_sam2_video_predictor('/' + os.path.abspath('model.yaml'), 'model.pt')"
     ),
     "safetensors": "from safetensors.torch import load_file; model.load_state_dict(load_file('model.safetensors'))",
     "onnx": "onnxruntime.InferenceSession('image_encoder.onnx'), onnxruntime.InferenceSession('mask_decoder.onnx')",
