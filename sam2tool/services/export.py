@@ -102,12 +102,8 @@ def checkpoint_settings(checkpoint: Path) -> tuple[dict[str, Any] | None, dict[s
 
     meta = read_checkpoint_metadata(checkpoint)
     config = meta.get("config") if meta is not None else None
-    card = Path(checkpoint).parent / MODEL_CARD
-    if not isinstance(config, Mapping) and card.is_file():
-        try:
-            config = json.loads(card.read_text(encoding="utf-8")).get("training_config")
-        except (ValueError, AttributeError):
-            config = None
+    if not isinstance(config, Mapping):
+        config = _earlier_card(checkpoint).get("training_config")
     if not isinstance(config, Mapping):
         return None, meta
     flags = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
@@ -266,12 +262,13 @@ def model_card(
     from sam2tool.data.layout import manifest_fingerprint
     from sam2tool.services.evaluate import finite
 
+    earlier = _earlier_card(checkpoint) if meta is None else {}  # re-exporting an export keeps its lineage
     meta = dict(meta or {})
-    trained = meta.get("config")
+    trained = meta.get("config") or earlier.get("training_config")
     base = trained["model"]["checkpoint"] if isinstance(trained, Mapping) else str(checkpoint)
     if base == "official":
         base = built.spec.checkpoint_name
-    lora = meta.get("lora")
+    lora = meta.get("lora") or earlier.get("lora")
     targets = trained["model"]["lora_targets"] if isinstance(trained, Mapping) else []
     card = {
         "sam2tool_version": __version__,
@@ -291,8 +288,12 @@ def model_card(
             "trained_with": meta.get("version"),
         },
         "lora": None if not lora else {**lora, "targets": targets, "merged": True},
-        "data": meta.get("data") or (manifest_fingerprint(settings.dataset.root) if trained else None),
-        "validation": meta.get("validation") or _validation_from_run(checkpoint),
+        "data": meta.get("data")
+        or earlier.get("data")
+        or (manifest_fingerprint(settings.dataset.root) if trained else None),
+        "validation": meta.get("validation")
+        or earlier.get("validation")
+        or (_validation_from_run(checkpoint) if meta else None),
         "training_config": trained,
         "dtype": dtype,
         "files": dict(files),
@@ -308,8 +309,18 @@ def _format_of(file_name: str) -> str:
     return "safetensors" if file_name.endswith(".safetensors") else "sam2"
 
 
+def _earlier_card(checkpoint: Path) -> dict[str, Any]:
+    """The model card beside an exported ``model.pt`` (empty when there is none)."""
+    card = Path(checkpoint).parent / MODEL_CARD
+    try:
+        data = json.loads(card.read_text(encoding="utf-8")) if card.is_file() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _validation_from_run(checkpoint: Path) -> dict[str, float] | None:
-    """The last validation row of the run's ``metrics.csv`` (checkpoints written before 0.1 lack it)."""
+    """The last validation row of the run's ``metrics.csv`` (checkpoints of earlier sam2tool versions lack it)."""
     from sam2tool.training.run_files import METRICS_FILE, read_metrics
 
     metrics = checkpoint.resolve().parent.parent / METRICS_FILE

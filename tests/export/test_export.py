@@ -142,6 +142,12 @@ def test_model_card_names_base_model_data_config_and_validation(
     assert card["source_checkpoint"]["step"] == 2
     entry = card["files"]["model.pt"]
     assert entry["sha256"] == hashlib.sha256((tmp_path / "e" / "model.pt").read_bytes()).hexdigest()
+    # an export exported again (here to safetensors) keeps what the first card knew
+    code, output = invoke("export", str(tmp_path / "e" / "model.pt"), "-o", str(tmp_path / "f"), "-f", "safetensors")
+    assert code == 0, output
+    again = json.loads((tmp_path / "f" / "model_card.json").read_text())
+    for key in ("model", "base_model", "data", "training_config", "validation"):
+        assert again[key] == card[key], key
 
 
 def test_lora_adapters_are_merged(data: Path, tmp_path: Path) -> None:
