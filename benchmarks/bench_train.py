@@ -33,24 +33,11 @@ import platform
 import statistics
 import time
 import warnings
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-#: Names of the official ``SAM2Train`` options for each ``PromptSimulation`` field.
-OFFICIAL_NAMES = {
-    "prob_to_use_pt_input": "prob_to_use_pt_input_for_train",
-    "prob_to_use_box_input": "prob_to_use_box_input_for_train",
-    "num_init_cond_frames": "num_init_cond_frames_for_train",
-    "rand_init_cond_frames": "rand_init_cond_frames_for_train",
-    "num_frames_to_correct": "num_frames_to_correct_for_train",
-    "rand_frames_to_correct": "rand_frames_to_correct_for_train",
-    "add_all_frames_to_correct_as_cond": "add_all_frames_to_correct_as_cond",
-    "num_correction_pt_per_frame": "num_correction_pt_per_frame",
-    "prob_to_sample_from_gt": "prob_to_sample_from_gt_for_train",
-}
 OFFICIAL_TARGET = "training.model.sam2.SAM2Train"
 SEED = 0
 
@@ -252,9 +239,7 @@ def main() -> None:
         environment=False,
     )
     sim = PromptSimulation.from_settings(settings.model)
-    overrides = [
-        f"++model.{OFFICIAL_NAMES[k]}={str(v).lower() if isinstance(v, bool) else v}" for k, v in asdict(sim).items()
-    ]
+    overrides = sim.official_overrides()
     torch.manual_seed(SEED)
     built = build_model(settings.model, args.image_size, load_weights=False, progress=False)
     initial = {k: v.clone() for k, v in built.model.state_dict().items()}

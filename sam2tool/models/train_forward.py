@@ -46,6 +46,28 @@ class PromptSimulation:
         """The prompt simulation configured in the ``model`` section."""
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
+    def official_overrides(self) -> list[str]:
+        """Hydra overrides that give Meta's ``SAM2Train`` this prompt simulation (the reference in tests)."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return [
+            f"++model.{OFFICIAL_OPTION_NAMES[name]}={str(value).lower() if isinstance(value, bool) else value}"
+            for name, value in values.items()
+        ]
+
+
+#: The option of Meta's ``SAM2Train`` each ``PromptSimulation`` field ports.
+OFFICIAL_OPTION_NAMES = {
+    "prob_to_use_pt_input": "prob_to_use_pt_input_for_train",
+    "prob_to_use_box_input": "prob_to_use_box_input_for_train",
+    "num_init_cond_frames": "num_init_cond_frames_for_train",
+    "rand_init_cond_frames": "rand_init_cond_frames_for_train",
+    "num_frames_to_correct": "num_frames_to_correct_for_train",
+    "rand_frames_to_correct": "rand_frames_to_correct_for_train",
+    "add_all_frames_to_correct_as_cond": "add_all_frames_to_correct_as_cond",
+    "num_correction_pt_per_frame": "num_correction_pt_per_frame",
+    "prob_to_sample_from_gt": "prob_to_sample_from_gt_for_train",
+}
+
 
 @dataclass
 class PromptPlan:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,21 +16,6 @@ pytest.importorskip("training.model.sam2")
 
 SIZE = 64
 OFFICIAL = "training.model.sam2.SAM2Train"
-
-
-def official_overrides(sim: PromptSimulation) -> list[str]:
-    names = {
-        "prob_to_use_pt_input": "prob_to_use_pt_input_for_train",
-        "prob_to_use_box_input": "prob_to_use_box_input_for_train",
-        "num_init_cond_frames": "num_init_cond_frames_for_train",
-        "rand_init_cond_frames": "rand_init_cond_frames_for_train",
-        "num_frames_to_correct": "num_frames_to_correct_for_train",
-        "rand_frames_to_correct": "rand_frames_to_correct_for_train",
-        "add_all_frames_to_correct_as_cond": "add_all_frames_to_correct_as_cond",
-        "num_correction_pt_per_frame": "num_correction_pt_per_frame",
-        "prob_to_sample_from_gt": "prob_to_sample_from_gt_for_train",
-    }
-    return [f"++model.{names[k]}={str(v).lower() if isinstance(v, bool) else v}" for k, v in asdict(sim).items()]
 
 
 def clip_batch(frames: int, clips: int, objects_per_clip: int, seed: int = 0) -> SimpleNamespace:
@@ -74,7 +58,8 @@ def test_forward_equals_official_sam2train(name: str, seed: int) -> None:
     settings = ModelSettings(size="micro", checkpoint=None, drop_path_rate=0.0)
     torch.manual_seed(1)
     ours = build_model(settings, SIZE, load_weights=False).model
-    official = build_model(settings, SIZE, target=OFFICIAL, extra_overrides=official_overrides(sim), load_weights=False)
+    overrides = sim.official_overrides()
+    official = build_model(settings, SIZE, target=OFFICIAL, extra_overrides=overrides, load_weights=False)
     official.model.load_state_dict(ours.state_dict())
     ours.eval(), official.model.eval()  # no dropout, so both see the same numbers; prompts still train-mode
     official.model.training = True  # SAM2Train reads self.training for its *_for_train options
