@@ -103,3 +103,29 @@ def prepare_synthetic(
     result = CliRunner().invoke(app, [*command, "--size", str(size), "--val-fraction", str(val_fraction)])
     assert result.exit_code == 0, result.output
     return folder
+
+
+#: Runs that start from the packaged base use the size it was pretrained at.
+BASE_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def base_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four generated videos of 8 frames at the base's size, two of them held out."""
+    return prepare_synthetic(
+        tmp_path_factory.mktemp("base") / "data", videos=4, frames=8, size=BASE_SIZE, val_fraction=0.5
+    )
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_base(base_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Two fine-tuning steps of the packaged base, validated at the end: a checkpoint that tracks.
+
+    Returns ``(TrainResult, settings)``.
+    """
+    from sam2tool.services.train import train
+    from tests.services.test_train import micro_settings
+
+    overrides = ("trainer.max_steps=2", "model.checkpoint=official", f"dataset.image_size={BASE_SIZE}")
+    settings = micro_settings(base_data, tmp_path_factory.mktemp("base-runs"), *overrides)
+    return train(settings), settings

@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
-from sam2tool.data.formats import FORMATS
+from sam2tool.data.formats import FORMATS, SYNTHETIC_STYLES
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+StyleName = Enum("StyleName", {name: name for name in SYNTHETIC_STYLES}, type=str)  # type: ignore[misc]
 
 _FORMAT_HELP = "Source format: " + "; ".join(f"{name}: {summary}" for name, summary in FORMATS.items()) + "."
 
@@ -53,8 +54,16 @@ def prepare_data(
     frames: Annotated[int, typer.Option("--frames", min=1, help="Synthetic: frames per video.")] = 24,
     size: Annotated[int, typer.Option("--size", min=32, help="Synthetic: frame size in pixels.")] = 256,
     objects: Annotated[
-        int | None, typer.Option("--objects", min=1, max=8, help="Synthetic: objects per video (default: 2 or 3).")
-    ] = None,
+        str,
+        typer.Option("--objects", help="Synthetic: objects per video, N or a range MIN-MAX drawn per video (1 to 8)."),
+    ] = "2-3",
+    style: Annotated[
+        StyleName,
+        typer.Option(
+            "--style",
+            help="Synthetic: " + "; ".join(f"{name}: {text}" for name, text in SYNTHETIC_STYLES.items()) + ".",
+        ),
+    ] = StyleName["shapes"],
     images: Annotated[
         Path | None,
         typer.Option("--images", help="COCO: folder of the images (default: beside the JSON, or the split folder)."),
@@ -68,7 +77,7 @@ def prepare_data(
     from rich.table import Table
 
     from sam2tool.errors import UsageError
-    from sam2tool.services.prepare_data import PrepareOptions
+    from sam2tool.services.prepare_data import PrepareOptions, parse_objects
     from sam2tool.services.prepare_data import prepare_data as run
 
     with reporting_errors(debug):
@@ -88,7 +97,8 @@ def prepare_data(
             num_videos=num_videos,
             frames=frames,
             size=size,
-            objects=objects,
+            objects=parse_objects(objects),
+            style=style.value,
             images=images,
             all_frames=all_frames,
         )

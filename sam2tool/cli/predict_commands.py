@@ -38,10 +38,18 @@ def predict_video(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="An official model by name, e.g. sam2.1_hiera_large (downloaded once)."),
+        typer.Option(
+            "--model",
+            help="An official model by name, e.g. sam2.1_hiera_large (downloaded once), or sam2.1_micro "
+            "(the pretrained base packaged with sam2tool, no download).",
+        ),
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option("--image-size", help="Model input size (default: the config's, else 1024).")
+        int | None,
+        typer.Option(
+            "--image-size",
+            help="Model input size (default: the config's, else what the model was trained at: 1024, 128 for micro).",
+        ),
     ] = None,
     point: Annotated[
         list[str] | None,
@@ -80,7 +88,7 @@ def predict_video(
 
     from sam2tool.config.loading import load_settings
     from sam2tool.errors import UsageError
-    from sam2tool.models.registry import official_checkpoint_spec
+    from sam2tool.models.registry import get_spec, official_checkpoint_spec
     from sam2tool.services.export import trained_model_flags
     from sam2tool.services.predict_video import (
         Prompt,
@@ -99,7 +107,10 @@ def predict_video(
         if model is not None:
             spec = official_checkpoint_spec(model)
             if spec is None:
-                raise UsageError(f"--model {model!r} is not an official model name (e.g. sam2.1_hiera_tiny)")
+                raise UsageError(
+                    f"--model {model!r} is not an official model name (e.g. sam2.1_hiera_tiny, or sam2.1_micro, "
+                    "the base packaged with sam2tool)"
+                )
             flags.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
         trained = None
         if checkpoint is not None:
@@ -111,7 +122,8 @@ def predict_video(
             flags["dataset.image_size"] = image_size  # validated like the config key
         settings = load_settings(config, flags=flags)
         known_size = config is not None or image_size is not None or trained is not None
-        size = settings.dataset.image_size if known_size else 1024
+        trained_at = get_spec(settings.model.version, settings.model.size).image_size  # 1024, or 128 for micro
+        size = settings.dataset.image_size if known_size else trained_at
         items: list[Prompt] = []
         if point or box:
             clicks = [parse_point(p) for p in point or []]

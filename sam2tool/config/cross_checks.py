@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sam2tool.models.registry import official_checkpoint_spec
+from sam2tool.models.registry import PACKAGED_BASE, get_spec, official_checkpoint_spec
 
 Problems = list[tuple[str, str]]
 
@@ -63,27 +63,22 @@ def _half_precision_needs_a_gpu(v: Mapping[str, Any]) -> Problems:
 
 def _checkpoint_matches_model(v: Mapping[str, Any]) -> Problems:
     checkpoint, version, size = v["model.checkpoint"], v["model.version"], v["model.size"]
-    if checkpoint == "official" and size == "micro":
+    if checkpoint == "official" and get_spec(version, size).checkpoint_name is None:
         return [
             (
                 "model.checkpoint",
-                "there is no official checkpoint for size micro; use null (random weights) "
-                "or the path of a checkpoint you trained",
+                f"there is no official checkpoint for {version} {size}; use model.version=sam2.1 (the packaged "
+                f"{PACKAGED_BASE} base), null (random weights) or the path of a checkpoint you trained",
             )
         ]
     spec = official_checkpoint_spec(checkpoint) if checkpoint else None
     if spec is None or (spec.version, spec.size) == (version, size):
         return []
-    fix = (
-        "micro has no official checkpoint: use null or the path of a checkpoint you trained"
-        if size == "micro"
-        else "or use checkpoint 'official'"
-    )
     return [
         (
             "model.checkpoint",
             f"'{checkpoint}' is the {spec.display_name} checkpoint but the model is {version} {size}; "
-            f"set model.version={spec.version} and model.size={spec.size}, {fix}",
+            f"set model.version={spec.version} and model.size={spec.size}, or use checkpoint 'official'",
         )
     ]
 

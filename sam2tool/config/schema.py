@@ -62,17 +62,18 @@ class ModelSettings(Section):
     """Which SAM 2 model to build, which weights to start from and which parts to train."""
 
     size: ModelSize = "tiny"
-    """Model size: tiny, small, base_plus, large (Meta's sizes) or micro (a ~1.3 M parameter SAM 2
-    architecture for CPU demos and tests, no official checkpoint)."""
+    """Model size: tiny, small, base_plus, large (Meta's sizes) or micro (a 1.3 M parameter SAM 2.1
+    architecture for CPU demos and tests, whose pretrained base ships inside sam2tool)."""
 
     version: ModelVersion = "sam2.1"
     """SAM release: sam2 (July 2024) or sam2.1 (September 2024)."""
 
     checkpoint: str | None = "official"
     """Starting weights: 'official' (Meta's checkpoint for model.version and model.size, downloaded
-    once into model.cache_dir), an official name such as sam2.1_hiera_large, a path to a .pt/.ckpt
-    file (official {"model": ...} format, a sam2tool checkpoint or a plain state dict), or null for
-    random initialisation."""
+    once into model.cache_dir; for micro the pretrained base packaged with sam2tool, no download),
+    an official name such as sam2.1_hiera_large or sam2.1_micro, a path to a .pt/.ckpt/.safetensors
+    file (official {"model": ...} format, a sam2tool checkpoint, a plain state dict or an export's
+    model.safetensors), or null for random initialisation."""
 
     cache_dir: UserPath | None = None
     """Folder for downloaded official checkpoints; null means $XDG_CACHE_HOME/sam2tool or

@@ -1,7 +1,9 @@
 """Reading and writing SAM 2 weights: safely, strictly, with messages that say what is wrong.
 
 Checkpoints are always loaded with ``torch.load(..., weights_only=True)``: a file that needs to
-run Python code to unpickle is refused, never executed. Three layouts are understood:
+run Python code to unpickle is refused, never executed. ``.safetensors`` files (the packaged base,
+``sam2tool export --format safetensors``) hold tensors only and are read with safetensors. Three
+layouts of PyTorch files are understood:
 
 - Meta's official format ``{"model": state_dict}`` (also what ``sam2tool export`` writes),
 - a sam2tool/Lightning checkpoint ``{"state_dict": {"model.<key>": tensor, ...}, ...}``,
@@ -45,6 +47,8 @@ def read_state_dict(path: Path) -> StateDict:
 
     """
     path = _existing_file(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Detected pickle protocol 4"
@@ -62,6 +66,19 @@ def read_state_dict(path: Path) -> StateDict:
     except Exception as exc:  # the weights-only unpickler fails in many ways on garbage
         raise CheckpointError(_not_a_checkpoint(path, exc)) from None
     return _extract_state_dict(obj, path)
+
+
+def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file; it may be truncated or corrupt ({exc})"
+        ) from None
+    return _extract_state_dict(state, path)
 
 
 def _existing_file(path: Path) -> Path:

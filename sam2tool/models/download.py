@@ -1,5 +1,6 @@
 """Find the checkpoint file that ``model.checkpoint`` names, downloading official ones once.
 
+The micro base ships inside the package (:mod:`sam2tool.models.packaged`) and is never downloaded.
 Official checkpoints are cached in ``model.cache_dir`` (default ``$XDG_CACHE_HOME/sam2tool`` or
 ``~/.cache/sam2tool``). A download streams into a temporary sibling file with a progress bar and
 is renamed into place only when complete: an interrupted download never leaves a file that looks
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from sam2tool.atomic import atomic_path
 from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError, DownloadError
+from sam2tool.models.packaged import packaged_checkpoint
 from sam2tool.models.registry import ModelSpec, get_spec, official_checkpoint_spec, official_url
 
 log = logging.getLogger(__name__)
@@ -56,16 +58,19 @@ def cached_checkpoint_path(settings: ModelSettings, spec: ModelSpec) -> Path:
 def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Path | None:
     """Return the checkpoint file for ``model.checkpoint``; None means random weights.
 
-    Official names are downloaded into the cache on first use.
+    Official names are downloaded into the cache on first use; the packaged base is read from the
+    package.
 
     Raises:
-        CheckpointError: A path that does not exist.
+        CheckpointError: A path that does not exist, or a broken packaged base.
         DownloadError: An official checkpoint could not be downloaded.
 
     """
     if settings.checkpoint is None:
         return None
     spec = official_spec_for(settings)
+    if spec is not None and spec.packaged:
+        return packaged_checkpoint(spec)
     if spec is not None:
         destination = cached_checkpoint_path(settings, spec)
         if not destination.is_file():
@@ -83,7 +88,7 @@ def missing_checkpoint_message(path: Path) -> str:
     """What to say when ``model.checkpoint`` names a file that is not there."""
     what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
     return (
-        f"{path} {what}; give the path of a .pt/.ckpt file, an official name such as "
+        f"{path} {what}; give the path of a .pt/.ckpt/.safetensors file, an official name such as "
         "sam2.1_hiera_tiny, 'official', or null for random weights"
     )
 

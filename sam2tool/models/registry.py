@@ -92,8 +92,12 @@ class ModelSpec:
         version: ``sam2`` or ``sam2.1``.
         size: ``tiny``, ``small``, ``base_plus``, ``large`` or ``micro``.
         config_name: Hydra config name inside the ``sam2`` package.
-        checkpoint_name: Name of the official checkpoint (file ``<name>.pt``), or None for micro.
+        checkpoint_name: Name of the official checkpoint (file ``<name>.pt``), of the base model
+            packaged with sam2tool (SAM 2.1 micro), or None (SAM 2 micro has neither).
         overrides: Hydra overrides applied on top of the config (micro only).
+        packaged: The weights ship inside the sam2tool package (``<name>.safetensors``) instead of
+            being downloaded from Meta.
+        image_size: The input resolution the weights were trained at (the default for prediction).
 
     """
 
@@ -102,11 +106,15 @@ class ModelSpec:
     config_name: str
     checkpoint_name: str | None
     overrides: tuple[str, ...] = ()
+    packaged: bool = False
+    image_size: int = 1024
 
     @property
     def checkpoint_filename(self) -> str | None:
-        """File name of the official checkpoint (``sam2.1_hiera_tiny.pt``), or None."""
-        return None if self.checkpoint_name is None else f"{self.checkpoint_name}.pt"
+        """File name of the checkpoint (``sam2.1_hiera_tiny.pt``, ``sam2.1_micro.safetensors``), or None."""
+        if self.checkpoint_name is None:
+            return None
+        return f"{self.checkpoint_name}{'.safetensors' if self.packaged else '.pt'}"
 
     @property
     def display_name(self) -> str:
@@ -114,10 +122,17 @@ class ModelSpec:
         return f"SAM {self.version[3:]} {self.size}"
 
 
+#: The pretrained base that ships inside the package (``nox -s pretrain`` makes it), and its resolution.
+PACKAGED_BASE = "sam2.1_micro"
+PACKAGED_IMAGE_SIZE = 128
+
+
 def _make_spec(version: ModelVersion, size: ModelSize) -> ModelSpec:
     config_name = f"configs/{version}/{version}_hiera_{_CONFIG_SUFFIX[size]}.yaml"
     if size == "micro":
-        return ModelSpec(version, size, config_name, None, MICRO_OVERRIDES)
+        packaged = version == "sam2.1"
+        name = PACKAGED_BASE if packaged else None
+        return ModelSpec(version, size, config_name, name, MICRO_OVERRIDES, packaged, PACKAGED_IMAGE_SIZE)
     return ModelSpec(version, size, config_name, f"{version}_hiera_{size}")
 
 
@@ -125,8 +140,12 @@ REGISTRY: dict[tuple[ModelVersion, ModelSize], ModelSpec] = {
     (version, size): _make_spec(version, size) for version in VERSIONS for size in SIZES
 }
 
-#: Official checkpoint name -> spec, e.g. ``"sam2.1_hiera_large"``.
+#: Meta's checkpoint name -> spec, e.g. ``"sam2.1_hiera_large"``.
 OFFICIAL_CHECKPOINTS: dict[str, ModelSpec] = {
+    spec.checkpoint_name: spec for spec in REGISTRY.values() if spec.checkpoint_name is not None and not spec.packaged
+}
+#: Every checkpoint name ``model.checkpoint`` and ``--model`` accept: Meta's and the packaged base.
+NAMED_CHECKPOINTS: dict[str, ModelSpec] = {
     spec.checkpoint_name: spec for spec in REGISTRY.values() if spec.checkpoint_name is not None
 }
 
@@ -137,15 +156,15 @@ def get_spec(version: ModelVersion, size: ModelSize) -> ModelSpec:
 
 
 def official_checkpoint_spec(value: str) -> ModelSpec | None:
-    """Return the spec whose official checkpoint is named ``value`` (``.pt`` optional), else None."""
-    name = value[:-3] if value.endswith(".pt") else value
-    return OFFICIAL_CHECKPOINTS.get(name)
+    """Return the spec whose official or packaged checkpoint is named ``value`` (suffix optional), else None."""
+    name = value.removesuffix(".pt").removesuffix(".safetensors")
+    return NAMED_CHECKPOINTS.get(name)
 
 
 def official_url(spec: ModelSpec, base_url: str | None = None) -> str:
     """URL of the official checkpoint of ``spec``, optionally from a mirror ``base_url``."""
-    if spec.checkpoint_filename is None:
-        raise ValueError(f"{spec.display_name} has no official checkpoint")
+    if spec.checkpoint_filename is None or spec.packaged:
+        raise ValueError(f"{spec.display_name} has no official checkpoint to download")
     base = base_url if base_url is not None else OFFICIAL_BASE_URLS[spec.version]
     return base.rstrip("/") + "/" + spec.checkpoint_filename
 

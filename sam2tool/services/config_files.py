@@ -171,6 +171,7 @@ def _check_model(settings: Sam2ToolSettings, notes: list[str]) -> list[ConfigPro
     from sam2tool.models.build import apply_trainable_modules, compose_model_config, instantiate_model
     from sam2tool.models.checkpoints import load_into, read_state_dict
     from sam2tool.models.download import cached_checkpoint_path, missing_checkpoint_message, official_spec_for
+    from sam2tool.models.packaged import packaged_checkpoint
     from sam2tool.models.registry import get_spec
 
     model_settings = settings.model
@@ -185,7 +186,12 @@ def _check_model(settings: Sam2ToolSettings, notes: list[str]) -> list[ConfigPro
     checkpoint: Path | None = None
     if model_settings.checkpoint is None:
         notes.append("model.checkpoint is null: the model starts from random weights")
-    elif (official := official_spec_for(model_settings)) is not None:
+    elif (official := official_spec_for(model_settings)) is not None and official.packaged:
+        try:
+            checkpoint = packaged_checkpoint(official)
+        except Sam2ToolError as exc:
+            found.append(ConfigProblem("model.checkpoint", str(exc), model_settings.checkpoint))
+    elif official is not None:
         checkpoint = cached_checkpoint_path(model_settings, official)
         if not checkpoint.is_file():
             notes.append(

@@ -20,7 +20,7 @@ from sam2tool.data.formats.base import SourceFormat, SourceVideo
 from sam2tool.data.formats.coco import CocoFormat
 from sam2tool.data.formats.davis import DavisFormat
 from sam2tool.data.formats.sav import SavFormat
-from sam2tool.data.formats.synthetic import SyntheticFormat
+from sam2tool.data.formats.synthetic import DEFAULT_OBJECTS, SyntheticFormat
 from sam2tool.data.formats.ytvos import YouTubeVOSFormat
 from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, DataError, Manifest, SkippedVideo, check_name
 from sam2tool.errors import UsageError
@@ -46,7 +46,8 @@ class PrepareOptions:
         num_videos: Synthetic: number of videos.
         frames: Synthetic: frames per video.
         size: Synthetic: frame size in pixels.
-        objects: Synthetic: objects per video (None: 2 or 3).
+        objects: Synthetic: the range (inclusive) of objects per video, (2, 3) by default.
+        style: Synthetic: ``shapes`` or ``camouflage`` (see ``synthetic.STYLES``).
 
     """
 
@@ -60,7 +61,8 @@ class PrepareOptions:
     num_videos: int = 16
     frames: int = 24
     size: int = 256
-    objects: int | None = None
+    objects: tuple[int, int] = DEFAULT_OBJECTS
+    style: str = "shapes"
     images: Path | None = None
     all_frames: bool = False
 
@@ -88,6 +90,29 @@ class PrepareResult:
         return sum(len(v.objects) for v in self.manifest.videos.values())
 
 
+#: The most objects a synthetic video can have.
+MAX_SYNTHETIC_OBJECTS = 8
+
+
+def parse_objects(text: str) -> tuple[int, int]:
+    """``--objects``: ``N`` or ``MIN-MAX`` as an inclusive range.
+
+    Raises:
+        UsageError: Not of that form, or outside 1..8.
+
+    """
+    low, _, high = text.strip().partition("-")
+    try:
+        bounds = (int(low), int(high) if high else int(low))
+    except ValueError:
+        raise UsageError(f"--objects {text!r} is not N or MIN-MAX (for example 3 or 1-3)") from None
+    if not 1 <= bounds[0] <= bounds[1] <= MAX_SYNTHETIC_OBJECTS:
+        raise UsageError(
+            f"--objects {text!r}: give 1 <= MIN <= MAX <= {MAX_SYNTHETIC_OBJECTS} objects per video (for example 1-3)"
+        )
+    return bounds
+
+
 def make_format(options: PrepareOptions) -> SourceFormat:
     """The reader for ``options.format``."""
     if options.format == "davis":
@@ -99,7 +124,9 @@ def make_format(options: PrepareOptions) -> SourceFormat:
     if options.format == "coco":
         return CocoFormat(options.images)
     if options.format == "synthetic":
-        return SyntheticFormat(options.num_videos, options.frames, options.size, options.seed, options.objects)
+        return SyntheticFormat(
+            options.num_videos, options.frames, options.size, options.seed, options.objects, options.style
+        )
     raise UsageError(f"unknown format '{options.format}'; formats: {', '.join(FORMATS)}")
 
 

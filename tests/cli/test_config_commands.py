@@ -160,7 +160,7 @@ def test_init_config_ignores_the_environment(tmp_path: Path, monkeypatch: pytest
     assert result.exit_code == 0, result.output
     text = path.read_text()
     assert "  image_size: 128\n" in text
-    assert "  lr: 0.001\n" in text
+    assert "  lr: 0.0003\n" in text
 
 
 def test_validate_config_keeps_going_after_a_file_with_odd_keys(tmp_path: Path, write_file: WriteFile) -> None:

@@ -217,15 +217,15 @@ def test_whole_section_from_one_variable_is_named(monkeypatch: pytest.MonkeyPatc
 def test_cross_field_problems_are_reported_with_field_problems(write_file: WriteFile) -> None:
     path = write_file(
         "c.yaml",
-        "model:\n  size: micro\n  checkpoint: official\n  drop_path_rate: 2\n"
+        "model:\n  size: micro\n  version: sam2\n  checkpoint: official\n  drop_path_rate: 2\n"
         "trainer:\n  max_steps: 10\n  max_epochs: null\nscheduler:\n  warmup_steps: 100\noptimizer:\n  lr: -1\n",
     )
     with pytest.raises(ConfigError) as excinfo:
         load_settings(path)
     found = problems_of(excinfo)
     assert set(found) == {"model.checkpoint", "model.drop_path_rate", "scheduler.warmup_steps", "optimizer.lr"}
-    assert found["model.checkpoint"].startswith(f"{path}:3: model.checkpoint: there is no official checkpoint")
-    assert found["scheduler.warmup_steps"].startswith(f"{path}:9:")
+    assert found["model.checkpoint"].startswith(f"{path}:4: model.checkpoint: there is no official checkpoint")
+    assert found["scheduler.warmup_steps"].startswith(f"{path}:10:")
 
 
 def test_non_string_keys(write_file: WriteFile) -> None:

@@ -86,8 +86,10 @@ def test_official_checkpoint_must_match_model() -> None:
     assert settings.model.checkpoint == "sam2.1_hiera_large.pt"
 
 
-def test_micro_has_no_official_checkpoint() -> None:
-    assert "no official checkpoint for size micro" in rejected("model.size=micro")["model.checkpoint"]
+def test_official_micro_is_the_packaged_base_and_sam2_micro_has_none() -> None:
+    assert load_settings(None, ["model.size=micro"]).model.checkpoint == "official"
+    message = rejected("model.size=micro", "model.version=sam2")["model.checkpoint"]
+    assert "no official checkpoint for sam2 micro" in message and "model.version=sam2.1" in message
     assert load_settings(None, ["model.size=micro", "model.checkpoint=null"]).model.checkpoint is None
 
 
@@ -116,5 +118,6 @@ def test_every_field_is_documented() -> None:
 
 def test_micro_with_an_official_name_gets_a_valid_suggestion() -> None:
     message = rejected("model.size=micro", "model.checkpoint=sam2.1_hiera_tiny")["model.checkpoint"]
-    assert "micro has no official checkpoint: use null" in message
-    assert "use checkpoint 'official'" not in message
+    assert "set model.version=sam2.1 and model.size=tiny, or use checkpoint 'official'" in message
+    message = rejected("model.size=tiny", "model.checkpoint=sam2.1_micro")["model.checkpoint"]
+    assert "'sam2.1_micro' is the SAM 2.1 micro checkpoint" in message

@@ -19,32 +19,19 @@ from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, read_spli
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import read_state_dict
 from sam2tool.services.train import TrainResult, train
-from tests.conftest import prepare_synthetic
+from tests.conftest import BASE_SIZE
 from tests.services.test_train import SIZE, micro_settings
 
-OBJECT_SCORE_BIAS = "model.sam_mask_decoder.pred_obj_score_head.layers.2.bias"
+
+@pytest.fixture(scope="module")
+def data(base_data: Path) -> Path:
+    return base_data
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("export") / "data"
-    return prepare_synthetic(folder, videos=4, frames=8, size=SIZE, val_fraction=0.5)
-
-
-@pytest.fixture(scope="module")
-def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Sam2ToolSettings]:
-    """A two-step training run whose last checkpoint tracks visibly.
-
-    A few steps from random weights still score every object as absent (every mask empty), so the
-    object-score bias in the checkpoint is raised: masks, memories and pointers then carry values
-    and comparing masks means something.
-    """
-    settings = micro_settings(data, tmp_path_factory.mktemp("runs"), "trainer.max_steps=2")
-    result = train(settings)
-    checkpoint = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
-    checkpoint["state_dict"][OBJECT_SCORE_BIAS] += 50
-    torch.save(checkpoint, result.last_checkpoint)
-    return result, settings
+def run(fine_tuned_base: tuple[TrainResult, Sam2ToolSettings]) -> tuple[TrainResult, Sam2ToolSettings]:
+    """Two fine-tuning steps of the packaged base: its checkpoint tracks, so comparing masks means something."""
+    return fine_tuned_base
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -132,10 +119,10 @@ def test_model_card_names_base_model_data_config_and_validation(
         "name": "SAM 2.1 micro",
         "version": "sam2.1",
         "size": "micro",
-        "image_size": SIZE,
+        "image_size": BASE_SIZE,
         "parameters": card["model"]["parameters"],
     }
-    assert card["base_model"] is None  # micro trains from random weights
+    assert card["base_model"] == "sam2.1_micro"  # 'official' for micro: the packaged base
     assert card["data"]["manifest_sha256"] == hashlib.sha256((data / MANIFEST_FILE).read_bytes()).hexdigest()
     assert card["training_config"] == settings.model_dump(mode="json")
     assert set(card["validation"]) == {"val/J", "val/F", "val/J&F"}
@@ -250,7 +237,7 @@ def test_onnx_graphs_are_checked_and_reported(run: tuple[TrainResult, Sam2ToolSe
     assert sorted(p.name for p in folder.iterdir()) == ["image_encoder.onnx", "mask_decoder.onnx", "model_card.json"]
     assert "Checked image_encoder.onnx: onnxruntime vs PyTorch, max abs difference" in output
     card = json.loads((folder / "model_card.json").read_text())
-    assert card["onnx"]["ok"] is True and card["onnx"]["image_size"] == SIZE
+    assert card["onnx"]["ok"] is True and card["onnx"]["image_size"] == BASE_SIZE
     assert {g["file"] for g in card["onnx"]["graphs"]} == {"image_encoder.onnx", "mask_decoder.onnx"}
     assert all(max(g["max_abs_diff"].values()) < 1e-3 for g in card["onnx"]["graphs"])
     assert set(card["usage"]) == {"onnx"}

@@ -25,7 +25,13 @@ def test_official_names_and_urls() -> None:
     assert official_url(spec, "http://mirror.local/ckpts/") == "http://mirror.local/ckpts/sam2.1_hiera_base_plus.pt"
     assert official_checkpoint_spec("sam2_hiera_small.pt") == get_spec("sam2", "small")
     assert official_checkpoint_spec("sam2.1_hiera_huge") is None
-    assert get_spec("sam2.1", "micro").checkpoint_name is None
+    assert get_spec("sam2", "micro").checkpoint_name is None
+    packaged = get_spec("sam2.1", "micro")
+    assert packaged.packaged and packaged.checkpoint_filename == "sam2.1_micro.safetensors"
+    assert official_checkpoint_spec("sam2.1_micro") == packaged == official_checkpoint_spec("sam2.1_micro.safetensors")
+    assert "sam2.1_micro" not in OFFICIAL_CHECKPOINTS
+    with pytest.raises(ValueError, match="no official checkpoint to download"):
+        official_url(packaged)
 
 
 def test_official_names_match_sam2s_own_table() -> None:

@@ -96,3 +96,11 @@ def test_dataset_root_that_is_a_file(tmp_path: Path) -> None:
     config.write_text(f"model:\n  size: micro\n  checkpoint: null\ndataset:\n  root: {tmp_path / 'data'}\n")
     (report,) = validate_configs([config], check_paths=True)
     assert "is a file; give the folder written by `sam2tool prepare-data`" in report.problems[0].message
+
+
+def test_the_micro_preset_checks_the_packaged_base_without_a_download_note(tmp_path: Path) -> None:
+    config = tmp_path / "micro.yaml"
+    assert runner.invoke(app, ["init-config", str(config), "--preset", "micro"]).exit_code == 0
+    (report,) = validate_configs([config], check_paths=True)
+    assert report.ok, report.problems
+    assert not any("cache" in note or "download" in note for note in report.notes), report.notes

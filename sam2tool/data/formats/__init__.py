@@ -8,5 +8,11 @@ FORMATS: dict[str, str] = {
     "ytvos": "YouTube-VOS / MOSE (JPEGImages/<video>/, Annotations/<video>/, optional meta.json)",
     "sav": "SA-V (<video>.mp4 + <video>_manual.json masklets, 24 fps video annotated at 6 fps)",
     "coco": "COCO instances JSON (polygons and RLE) as SOURCE; images via --images or beside it",
-    "synthetic": "a generated demo data set of textured moving objects (--num-videos, --frames, --size)",
+    "synthetic": "generated videos of textured moving objects (--num-videos, --frames, --size, --objects, --style)",
+}
+
+#: Styles of the synthetic format (``--style``) -> what they look like.
+SYNTHETIC_STYLES: dict[str, str] = {
+    "shapes": "objects of well-separated colours over a smooth background (the packaged base's pretraining data)",
+    "camouflage": "objects coloured and patterned like a cluttered background (a domain the base has not seen)",
 }

@@ -1,8 +1,14 @@
-"""A generated data set for demos and tests.
+"""A generated data set for demos, tests and pretraining.
 
-Textured objects move, turn, grow and shrink, occlude each other and leave and re-enter the frame,
-over a textured background. Every object keeps its own colour and pattern for the whole video, so tracking by appearance
-works: a model can learn it. The same seed gives the same videos.
+Textured objects move, turn, grow and shrink, occlude each other and leave and re-enter the frame.
+Every object keeps its own colour and pattern for the whole video, so tracking by appearance works:
+a model can learn it. The same seed gives the same videos. Two styles:
+
+- ``shapes``: objects of well-separated colours over a smooth, low-contrast background (what the
+  packaged micro base was pretrained on);
+- ``camouflage``: objects coloured and patterned like a cluttered background of patterned patches,
+  with close hues, so an object stands out only by its outline, its pattern and its motion (a
+  domain the base has not seen: the demo fine-tunes on it).
 """
 
 from __future__ import annotations
@@ -14,10 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2tool.data.formats import SYNTHETIC_STYLES
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
 
 _SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
 _PATTERNS = ("stripes", "checker", "dots", "solid")
+#: Objects per video when no count is given: 2 or 3.
+DEFAULT_OBJECTS = (2, 3)
+#: Camouflage: a background patch takes the hue of one of the objects, give or take this.
+_CAMO_HUE_SPREAD = 0.06
+#: Camouflage: how much brighter (HSV value) an object is than the background's patches.
+_CAMO_LIFT = 0.2
+#: Camouflage: patches of the background mosaic along each side of the frame.
+_CAMO_CELLS = 3
 
 
 @dataclass(frozen=True)
@@ -42,26 +57,36 @@ class SyntheticFormat:
     name = "synthetic"
 
     def __init__(
-        self, num_videos: int = 16, frames: int = 24, size: int = 256, seed: int = 0, objects: int | None = None
+        self,
+        num_videos: int = 16,
+        frames: int = 24,
+        size: int = 256,
+        seed: int = 0,
+        objects: tuple[int, int] = DEFAULT_OBJECTS,
+        style: str = "shapes",
     ) -> None:
-        self.num_videos, self.frames, self.size, self.seed, self.objects = num_videos, frames, size, seed, objects
+        if style not in SYNTHETIC_STYLES:
+            raise ValueError(f"unknown synthetic style {style!r}; styles: {', '.join(SYNTHETIC_STYLES)}")
+        self.num_videos, self.frames, self.size, self.seed = num_videos, frames, size, seed
+        self.objects, self.style = objects, style
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """``num_videos`` videos named ``synthetic_000``, ... with every frame annotated."""
         for index in range(self.num_videos):
-            video = _LazyVideo(index, self.frames, self.size, self.seed, self.objects)
+            video = _LazyVideo(index, self.frames, self.size, self.seed, self.objects, self.style)
             frames = [
                 SourceFrame(t, f"synthetic video {index} frame {t}", partial(video.image, t), partial(video.mask, t))
                 for t in range(self.frames)
             ]
-            yield SourceVideo(f"synthetic_{index:03d}", f"generated (seed {self.seed})", frames, close=video.close)
+            source_name = f"generated ({self.style}, seed {self.seed})"
+            yield SourceVideo(f"synthetic_{index:03d}", source_name, frames, close=video.close)
 
 
 class _LazyVideo:
     """Renders a synthetic video on first use and hands out its frames and masks."""
 
-    def __init__(self, index: int, frames: int, size: int, seed: int, objects: int | None) -> None:
-        self.args = (index, frames, size, seed, objects)
+    def __init__(self, index: int, frames: int, size: int, seed: int, objects: tuple[int, int], style: str) -> None:
+        self.args = (index, frames, size, seed, objects, style)
         self.rendered: tuple[np.ndarray, np.ndarray] | None = None
 
     def _video(self) -> tuple[np.ndarray, np.ndarray]:
@@ -82,21 +107,31 @@ class _LazyVideo:
 
 
 def render_video(
-    index: int, frames: int, size: int, seed: int, objects: int | None = None
+    index: int,
+    frames: int,
+    size: int,
+    seed: int,
+    objects: tuple[int, int] = DEFAULT_OBJECTS,
+    style: str = "shapes",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one video: RGB frames (T, S, S, 3) uint8 and label maps (T, S, S) uint8.
 
-    ``objects`` fixes the number of objects (default: 2 or 3, drawn per video).
+    ``objects`` is the range (inclusive) the number of objects of each video is drawn from.
     """
     rng = np.random.default_rng([seed, index])
-    count = int(rng.integers(2, 4))  # drawn even when fixed, so the other draws do not change
-    count = count if objects is None else objects
+    count = int(rng.integers(2, 4))  # the default draw, kept first so that the other draws stay as they were
+    if objects != DEFAULT_OBJECTS:
+        low, high = objects
+        count = int(np.random.default_rng([seed, index, 2]).integers(low, high + 1))
     # Hues are spread evenly over the objects of a video, from a start drawn per video (from its own
-    # generator, so that every other draw stays as it was).
+    # generator, so that every other draw stays as it was). A camouflage background is made of patches
+    # in the objects' hues.
     first_hue = float(np.random.default_rng([seed, index, 1]).uniform())
-    shapes = [_random_object(rng, size, (first_hue + i / count) % 1.0) for i in range(count)]
+    camouflage = style == "camouflage"
+    hues = [(first_hue + i / count) % 1.0 for i in range(count)]
+    shapes = [_random_object(rng, size, hue, muted=camouflage) for hue in hues]
     order = rng.permutation(count)  # back to front
-    background = _background(rng, size)
+    background = _camouflage_background(rng, size, hues) if camouflage else _background(rng, size)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     images = np.empty((frames, size, size, 3), dtype=np.uint8)
     labels = np.zeros((frames, size, size), dtype=np.uint8)
@@ -112,15 +147,18 @@ def render_video(
     return images, labels
 
 
-def _random_object(rng: np.random.Generator, size: int, base_hue: float) -> _Object:
+def _random_object(rng: np.random.Generator, size: int, base_hue: float, muted: bool = False) -> _Object:
     hue = (base_hue + rng.uniform(-0.08, 0.08)) % 1.0
-    colour = _hsv_to_rgb(hue, rng.uniform(0.6, 0.9), rng.uniform(0.7, 1.0))
-    second = _hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
+    if muted:  # the colours of the camouflage background's patches, a little brighter
+        colour, second = _patch_colours(rng, hue, _CAMO_LIFT)
+    else:
+        colour = _hsv_to_rgb(hue, rng.uniform(0.6, 0.9), rng.uniform(0.7, 1.0))
+        second = _hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
     speed = rng.uniform(0.015, 0.04) * size
     direction = rng.uniform(0, 2 * np.pi)
     return _Object(
         shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
-        pattern=_PATTERNS[int(rng.integers(len(_PATTERNS)))],
+        pattern=_PATTERNS[int(rng.integers(len(_PATTERNS) - (1 if muted else 0)))],  # camouflage: never solid
         colour=colour,
         second=second,
         frequency=float(rng.uniform(2.0, 4.0)),
@@ -187,6 +225,35 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     texture = 0.04 * np.sin((xs + ys) * (2 * np.pi / max(size / 12, 1)))[..., None]
     noise = rng.normal(0, 0.015, size=(size, size, 1)).astype(np.float32)
     return np.asarray(np.clip(image + texture + noise, 0, 1), dtype=np.float32)
+
+
+def _patch_colours(rng: np.random.Generator, hue: float, lift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Main and pattern colour of a camouflage patch (or, ``lift`` brighter, of an object): one hue family."""
+    colour = _hsv_to_rgb(hue, rng.uniform(0.3, 0.55) + lift / 2, rng.uniform(0.4, 0.65) + lift)
+    second = _hsv_to_rgb((hue + rng.uniform(-0.04, 0.04)) % 1.0, rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.4))
+    return colour, second
+
+
+def _camouflage_background(rng: np.random.Generator, size: int, hues: list[float]) -> np.ndarray:
+    """A mosaic of patterned patches (Voronoi cells), each in the hue of one of the objects."""
+    cells = _CAMO_CELLS**2
+    centres = rng.uniform(0, size, size=(cells, 2))
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    nearest = np.argmin((xs[..., None] - centres[:, 0]) ** 2 + (ys[..., None] - centres[:, 1]) ** 2, axis=-1)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    for cell in range(cells):
+        inside = nearest == cell
+        patch_hue = (hues[int(rng.integers(len(hues)))] + rng.uniform(-_CAMO_HUE_SPREAD, _CAMO_HUE_SPREAD)) % 1.0
+        colour, second = _patch_colours(rng, patch_hue)
+        patch = _random_object(rng, size, patch_hue, muted=True)
+        patch = _Object(**{**patch.__dict__, "colour": colour, "second": second})
+        cos, sin = np.cos(patch.angle), np.sin(patch.angle)
+        scale = patch.radius
+        u = (cos * xs[inside] + sin * ys[inside]) / scale
+        v = (-sin * xs[inside] + cos * ys[inside]) / scale
+        image[inside] = _texture(patch, u, v)
+    noise = rng.normal(0, 0.015, size=(size, size, 1)).astype(np.float32)
+    return np.asarray(np.clip(image + noise, 0, 1), dtype=np.float32)
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
