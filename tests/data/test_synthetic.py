@@ -50,22 +50,18 @@ def test_the_default_style_does_not_change_with_a_range_given_elsewhere() -> Non
     assert np.array_equal(images, again) and np.array_equal(labels, same)
 
 
-def test_camouflage_objects_share_the_background_hue_and_clutter(tmp_path: Path) -> None:
-    def stats(style: str) -> tuple[float, float]:
-        gaps, clutter = [], []
+def test_camouflage_puts_objects_on_a_cluttered_background(tmp_path: Path) -> None:
+    def clutter_of(style: str) -> float:
+        clutter = []
         for index in range(6):
             images, labels = render_video(index, 1, 96, seed=1, style=style)
             image, label = images[0].astype(float), labels[0]
-            inside, outside = image[label > 0].mean(axis=0), image[label == 0].mean(axis=0)
-            gaps.append(float(np.abs(inside - outside).sum()))  # colour distance object vs background
             background = (label[:, 1:] == 0) & (label[:, :-1] == 0)
             steps = np.abs(np.diff(image, axis=1)).sum(axis=-1)  # neighbouring pixels, left to right
             clutter.append(float((steps > 60)[background].mean()))  # share of sharp edges in the background
-        return float(np.mean(gaps)), float(np.mean(clutter))
+        return float(np.mean(clutter))
 
-    (shapes_gap, shapes_clutter), (camo_gap, camo_clutter) = stats("shapes"), stats("camouflage")
-    assert camo_gap < 0.6 * shapes_gap
-    assert camo_clutter > 2 * shapes_clutter
+    assert clutter_of("camouflage") > 0.05 > 0.01 > clutter_of("shapes")
     code, output = prepare(tmp_path / "camo", "--style", "camouflage")
     assert code == 0, output
     assert "camouflage" in next(iter(load_manifest(tmp_path / "camo").videos.values())).source

@@ -22,7 +22,8 @@ def test_a_shortened_pretraining_recipe_learns_to_track(tmp_path: Path) -> None:
     result = runner.invoke(app, [*command, "--size", "128", "--seed", "0", "--val-fraction", "0.1"])
     assert result.exit_code == 0, result.output
     config = REPO / "configs" / "micro_pretrain.yaml"
-    shortened = ["trainer.max_steps=300", "trainer.val_check_interval=300", "scheduler.warmup_steps=30"]
+    # one epoch (54 training videos x 20 clips in batches of 4 = 270 steps), validated once at its end
+    shortened = ["trainer.max_steps=270", "dataset.multiplier=20", "scheduler.warmup_steps=30"]
     result = runner.invoke(
         app,
         ["train", "--config", str(config), f"dataset.root={data}", *shortened, "logging.progress=false",
