@@ -141,7 +141,7 @@ PACKAGED_NAME = "sam2.1_micro"
 def pretrain(session: nox.Session) -> None:
     """Regenerate the packaged micro base from random weights (about an hour on 2 CPU cores).
 
-    Extra args are settings overrides for `sam2tool train` (e.g. trainer.max_steps=200 for a quick try).
+    Extra args are settings overrides for `sam2tool train` (a quick try: trainer.max_steps=300 scheduler.warmup_steps=30).
     """
     install_project(session, extras=None)
     data, runs, export = PRETRAIN / "data", PRETRAIN / "runs", PRETRAIN / "export"
