@@ -139,9 +139,9 @@ PACKAGED_NAME = "sam2.1_micro"
 
 @nox.session
 def pretrain(session: nox.Session) -> None:
-    """Regenerate the packaged micro base from random weights (about an hour on 2 CPU cores).
+    """Regenerate the packaged micro base from random weights (about 45 minutes on 2 CPU cores).
 
-    Extra args are settings overrides for `sam2tool train` (a quick try: trainer.max_steps=300 scheduler.warmup_steps=30).
+    Extra args are overrides for `sam2tool train` (a quick try: trainer.max_steps=300 scheduler.warmup_steps=30).
     """
     install_project(session, extras=None)
     data, runs, export = PRETRAIN / "data", PRETRAIN / "runs", PRETRAIN / "export"
