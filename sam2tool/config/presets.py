@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
     # objects apart from memory is learned, not only following the most salient one.
     "micro_pretrain": Preset(
         "pretrain the packaged micro base from random weights on generated videos (nox -s pretrain; "
-        "about an hour on 2 CPU cores)",
+        "about 45 minutes on 2 CPU cores)",
         {
             "model": {"size": "micro", "version": "sam2.1", "checkpoint": None, "prob_to_use_pt_input": 0.0},
             "dataset": {

@@ -7,8 +7,9 @@ a model can learn it. The same seed gives the same videos. Two styles:
 - ``shapes``: objects of well-separated colours over a smooth, low-contrast background (what the
   packaged micro base was pretrained on);
 - ``camouflage``: objects coloured and patterned like a cluttered background of patterned patches,
-  with close hues, so an object stands out only by its outline, its pattern and its motion (a
-  domain the base has not seen: the demo fine-tunes on it).
+  each patch in the hue of one of the objects and a little darker, so an object stands out mainly
+  by its outline, its brightness and its motion (a domain the base has not seen: the demo
+  fine-tunes on it).
 """
 
 from __future__ import annotations
