@@ -79,9 +79,9 @@ DEMO_TRAIN = ["--num-videos", "24", "--val-fraction", "0.17"]
 DEMO_TEST = ["--num-videos", "8", "--val-fraction", "1.0"]
 #: The micro preset (fine-tuning the packaged base), validated every 50 steps (epochs of 20 videos x 5 / batches of 2).
 DEMO_TRAINING = ["dataset.multiplier=5", "trainer.log_every_n_steps=5"]
-#: How much J&F must improve for the demo to pass (it prints the table either way): below the
-#: smallest gain measured over the seeds in the README.
-DEMO_MIN_GAIN = 0.12
+#: How much J&F must improve for the demo to pass (it prints the table either way): the gains
+#: measured over seeds 0-2 (README) were +0.32 to +0.42.
+DEMO_MIN_GAIN = 0.2
 
 
 @nox.session

@@ -49,7 +49,7 @@ PRESETS: dict[str, Preset] = {
             },
             "trainer": {
                 "max_epochs": None,
-                "max_steps": 500,
+                "max_steps": 300,
                 "accelerator": "cpu",
                 "devices": 1,
                 "precision": "32-true",

@@ -18,7 +18,7 @@ import torch
 
 from sam2tool.config.loading import load_settings
 from sam2tool.config.yaml_writer import render_settings_yaml
-from tests.conftest import REPO, prepare_synthetic
+from tests.conftest import BASE_SIZE, REPO, prepare_synthetic
 
 SIZE = 64
 STEPS = 8
@@ -178,6 +178,37 @@ def test_resume_can_train_longer_but_not_change_the_recipe(data: Path, tmp_path:
     assert code == 0, output
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     assert load_settings(run / "config.yaml").trainer.max_steps == 3
+
+
+def test_resume_from_the_base_keeps_choosing_the_best_checkpoint_by_validation_jf(
+    base_data: Path, tmp_path: Path
+) -> None:
+    # The packaged base tracks, so validation J&F differs from one validation to the next and the
+    # best checkpoint is a real choice that the resumed run must continue (random weights score 0).
+    config = write_config(
+        tmp_path / "config.yaml",
+        base_data,
+        tmp_path / "runs",
+        "model.checkpoint=official",
+        "model.drop_path_rate=0.0",
+        f"dataset.image_size={BASE_SIZE}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "optimizer.lr=3e-3",
+    )
+    code, output = finish(sam2tool("train", "--config", str(config)))
+    assert code == 0, output
+    run = only_run(tmp_path / "runs")
+    code, output = finish(sam2tool("resume", str(run), "--max-steps", "8"))
+    assert code == 0, output
+    with (run / "metrics.csv").open(newline="") as fh:
+        scores = [float(r["val/J&F"]) for r in csv.DictReader(fh) if r["val/J&F"]]
+    assert len(scores) == 4 and min(scores) > 0.05  # two validations before the resume, two after
+    best = [p.name for p in (run / "checkpoints").glob("best-*.ckpt")]
+    assert len(best) == 1, best  # save_top_k=1 across the resume: the earlier best was replaced or kept
+    assert f"(J&F {max(scores):.3f})" in output
+    saved = torch.load(run / "checkpoints" / best[0], map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 * (scores.index(max(scores)) + 1)
 
 
 def test_ddp_on_two_cpu_processes(data: Path, tmp_path: Path) -> None:
