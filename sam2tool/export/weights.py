@@ -82,13 +82,6 @@ def write_safetensors(state: Mapping[str, torch.Tensor], folder: Path, metadata:
     return path
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read the tensors of a safetensors file (no code runs: the format holds only tensors)."""
-    from safetensors.torch import load_file
-
-    return dict(load_file(str(path)))
-
-
 def file_entry(path: Path) -> dict[str, Any]:
     """Size and SHA-256 of a written file (for the model card)."""
     digest = hashlib.sha256()

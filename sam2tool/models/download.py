@@ -55,6 +55,26 @@ def cached_checkpoint_path(settings: ModelSettings, spec: ModelSpec) -> Path:
     return cache / spec.checkpoint_filename
 
 
+def checkpoint_location(settings: ModelSettings) -> Path | None:
+    """The file ``model.checkpoint`` names, without downloading anything; None means random weights.
+
+    That is the packaged base (checked against its model card), the file in the cache where an
+    official checkpoint is or will be downloaded, or the user's path, which may not exist.
+
+    Raises:
+        CheckpointError: A broken packaged base.
+
+    """
+    if settings.checkpoint is None:
+        return None
+    spec = official_spec_for(settings)
+    if spec is not None and spec.packaged:
+        return packaged_checkpoint(spec)
+    if spec is not None:
+        return cached_checkpoint_path(settings, spec)
+    return Path(settings.checkpoint).expanduser()
+
+
 def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Path | None:
     """Return the checkpoint file for ``model.checkpoint``; None means random weights.
 
@@ -66,21 +86,15 @@ def resolve_checkpoint(settings: ModelSettings, *, progress: bool = True) -> Pat
         DownloadError: An official checkpoint could not be downloaded.
 
     """
-    if settings.checkpoint is None:
-        return None
+    path = checkpoint_location(settings)
+    if path is None or path.is_file():
+        return path
     spec = official_spec_for(settings)
-    if spec is not None and spec.packaged:
-        return packaged_checkpoint(spec)
-    if spec is not None:
-        destination = cached_checkpoint_path(settings, spec)
-        if not destination.is_file():
-            url = official_url(spec, settings.download_url)
-            log.info("Downloading %s checkpoint from %s to %s", spec.display_name, url, destination)
-            download_file(url, destination, progress=progress)
-        return destination
-    path = Path(settings.checkpoint).expanduser()
-    if not path.is_file():
+    if spec is None:
         raise CheckpointError(f"model.checkpoint: {missing_checkpoint_message(path)}")
+    url = official_url(spec, settings.download_url)
+    log.info("Downloading %s checkpoint from %s to %s", spec.display_name, url, path)
+    download_file(url, path, progress=progress)
     return path
 
 

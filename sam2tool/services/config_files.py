@@ -170,8 +170,7 @@ def _check_model(settings: Sam2ToolSettings, notes: list[str]) -> list[ConfigPro
     """
     from sam2tool.models.build import apply_trainable_modules, compose_model_config, instantiate_model
     from sam2tool.models.checkpoints import load_into, read_state_dict
-    from sam2tool.models.download import cached_checkpoint_path, missing_checkpoint_message, official_spec_for
-    from sam2tool.models.packaged import packaged_checkpoint
+    from sam2tool.models.download import checkpoint_location, missing_checkpoint_message, official_spec_for
     from sam2tool.models.registry import get_spec
 
     model_settings = settings.model
@@ -186,25 +185,21 @@ def _check_model(settings: Sam2ToolSettings, notes: list[str]) -> list[ConfigPro
     checkpoint: Path | None = None
     if model_settings.checkpoint is None:
         notes.append("model.checkpoint is null: the model starts from random weights")
-    elif (official := official_spec_for(model_settings)) is not None and official.packaged:
+    else:
         try:
-            checkpoint = packaged_checkpoint(official)
+            checkpoint = checkpoint_location(model_settings)
         except Sam2ToolError as exc:
             found.append(ConfigProblem("model.checkpoint", str(exc), model_settings.checkpoint))
-    elif official is not None:
-        checkpoint = cached_checkpoint_path(model_settings, official)
-        if not checkpoint.is_file():
+    if checkpoint is not None and not checkpoint.is_file():
+        if official_spec_for(model_settings) is not None:
             notes.append(
-                f"{official.checkpoint_filename} is not in the cache yet; it will be downloaded to {checkpoint} "
-                "on first use"
+                f"{checkpoint.name} is not in the cache yet; it will be downloaded to {checkpoint} on first use"
             )
-            checkpoint = None
-    else:
-        path = Path(model_settings.checkpoint).expanduser()
-        if path.is_file():
-            checkpoint = path
         else:
-            found.append(ConfigProblem("model.checkpoint", missing_checkpoint_message(path), model_settings.checkpoint))
+            found.append(
+                ConfigProblem("model.checkpoint", missing_checkpoint_message(checkpoint), model_settings.checkpoint)
+            )
+        checkpoint = None
     if checkpoint is not None:
         try:
             load_into(model, read_state_dict(checkpoint), checkpoint, spec)

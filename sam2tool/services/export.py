@@ -34,11 +34,11 @@ from sam2tool.export.weights import (
     ExportDtype,
     cast_state_dict,
     file_entry,
-    read_safetensors,
     write_json,
     write_safetensors,
     write_sam2,
 )
+from sam2tool.models.checkpoints import read_checkpoint_metadata, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,6 @@ def checkpoint_settings(checkpoint: Path) -> tuple[dict[str, Any] | None, dict[s
     A sam2tool training checkpoint carries them; an exported ``model.pt`` has them in the
     ``model_card.json`` beside it. Returns ``(None, None)`` for any other checkpoint.
     """
-    from sam2tool.models.checkpoints import read_checkpoint_metadata
-
     meta = read_checkpoint_metadata(checkpoint)
     config = meta.get("config") if meta is not None else None
     if not isinstance(config, Mapping):
@@ -216,7 +214,7 @@ def export_model(
             stage("Writing model.safetensors")
             metadata = {"format": "pt", "sam2tool_version": __version__, "model": built.spec.display_name}
             write_safetensors(state, staging, {**metadata, "image_size": str(built.image_size), "dtype": dtype})
-            _check_equal(read_safetensors(staging / SAFETENSORS_WEIGHTS), state, SAFETENSORS_WEIGHTS)
+            _check_equal(read_state_dict(staging / SAFETENSORS_WEIGHTS), state, SAFETENSORS_WEIGHTS)
             checks.append(f"{SAFETENSORS_WEIGHTS}: read back, weights equal")
         if "onnx" in formats:
             from sam2tool.export.onnx_export import DEFAULT_TOLERANCE, export_onnx

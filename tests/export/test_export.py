@@ -39,6 +39,15 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def predicted_masks(data: Path, out: Path, *model: str) -> list[np.ndarray]:
+    """The label maps `predict-video` writes for the first validation video, prompted with its first mask."""
+    video = read_split(data, "val")[0]
+    frames, mask = data / FRAMES_DIR / video, data / MASKS_DIR / video / "00000.png"
+    code, output = invoke("predict-video", str(frames), "-o", str(out), "--mask", str(mask), *model)
+    assert code == 0, output
+    return [np.array(Image.open(p)) for p in sorted(out.glob("*.png"))]
+
+
 def test_sam2_export_loads_in_the_official_predictor_and_tracks_like_predict_video(
     run: tuple[TrainResult, Sam2ToolSettings], data: Path, tmp_path: Path
 ) -> None:
@@ -170,15 +179,10 @@ def test_lora_adapters_are_merged(data: Path, tmp_path: Path) -> None:
         "merged": True,
     }
     # The merged export tracks exactly as the adapted model in the training checkpoint does.
-    video = read_split(data, "val")[0]
-    frames, mask = data / FRAMES_DIR / video, data / MASKS_DIR / video / "00000.png"
-    masks = []
-    for index, checkpoint in enumerate((result.last_checkpoint, tmp_path / "e" / "model.pt")):
-        out = tmp_path / f"masks{index}"
-        code, output = invoke("predict-video", str(frames), "-o", str(out), "--mask", str(mask),
-                              "--checkpoint", str(checkpoint))  # fmt: skip
-        assert code == 0, output
-        masks.append([np.array(Image.open(p)) for p in sorted(out.glob("*.png"))])
+    masks = [
+        predicted_masks(data, tmp_path / f"masks{index}", "--checkpoint", str(checkpoint))
+        for index, checkpoint in enumerate((result.last_checkpoint, tmp_path / "e" / "model.pt"))
+    ]
     assert len(masks[0]) == 8 and all((m > 0).any() for m in masks[0])
     # W + BA merged into one weight rounds differently from the two paths: 99.9 % of pixels per frame
     assert all((a == b).mean() >= 0.999 for a, b in zip(*masks, strict=True))
@@ -232,7 +236,7 @@ def test_force_replaces_an_earlier_export_and_a_failure_leaves_nothing(
     def broken(*args: object, **kwargs: object) -> None:
         raise ExportError("model.safetensors: weight x differs after loading")
 
-    monkeypatch.setattr(service, "read_safetensors", broken)
+    monkeypatch.setattr(service, "read_state_dict", broken)
     code, output = invoke("export", str(result.last_checkpoint), "-o", str(folder), "-f", "sam2,safetensors", "--force")
     assert code == 1 and "differs after loading" in output
     assert (folder / "model_card.json").read_text() == before  # the earlier export is untouched
@@ -268,24 +272,22 @@ def test_predict_video_takes_the_model_from_a_training_checkpoint_or_an_export(
 ) -> None:
     result, _ = run
     assert invoke("export", str(result.last_checkpoint), "-o", str(tmp_path / "export"))[0] == 0
-    video = read_split(data, "val")[0]
-    frames, mask = data / FRAMES_DIR / video, data / MASKS_DIR / video / "00000.png"
-    outputs = []
-    for index, extra in enumerate(
-        (
-            ["--checkpoint", str(result.last_checkpoint), "--config", str(result.run_dir / "config.yaml")],
-            ["--checkpoint", str(result.last_checkpoint)],  # micro at 128 px, read from the checkpoint
-            ["--checkpoint", str(tmp_path / "export" / "model.pt")],  # read from model_card.json beside it
+    outputs = [
+        predicted_masks(data, tmp_path / f"masks{index}", *model)
+        for index, model in enumerate(
+            (
+                ["--checkpoint", str(result.last_checkpoint), "--config", str(result.run_dir / "config.yaml")],
+                ["--checkpoint", str(result.last_checkpoint)],  # micro at 128 px, read from the checkpoint
+                ["--checkpoint", str(tmp_path / "export" / "model.pt")],  # read from model_card.json beside it
+            )
         )
-    ):
-        out = tmp_path / f"masks{index}"
-        code, output = invoke("predict-video", str(frames), "-o", str(out), "--mask", str(mask), *extra)
-        assert code == 0, output
-        outputs.append([np.array(Image.open(p)) for p in sorted(out.glob("*.png"))])
+    ]
     assert len(outputs[0]) == 8
     for other in outputs[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(outputs[0], other, strict=True))
     (tmp_path / "export" / "model_card.json").unlink()
+    video = read_split(data, "val")[0]
+    frames, mask = data / FRAMES_DIR / video, data / MASKS_DIR / video / "00000.png"
     code, output = invoke("predict-video", str(frames), "-o", str(tmp_path / "m"), "--mask", str(mask),
                           "--checkpoint", str(tmp_path / "export" / "model.pt"))  # fmt: skip
     assert code == 1 and "does not fit SAM 2.1 tiny" in output  # without the card: the default model
