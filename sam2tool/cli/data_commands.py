@@ -33,8 +33,8 @@ def prepare_data(
             "--val-fraction",
             min=0.0,
             max=1.0,
-            help="Fraction of videos held out for validation (default: the source's own split "
-            "(DAVIS ImageSets) if it has one, else 0.2).",
+            help="Fraction of videos held out for validation; 1.0 holds out every video, a test set for "
+            "evaluate (default: the source's own split (DAVIS ImageSets) if it has one, else 0.2).",
             show_default=False,
         ),
     ] = None,

@@ -172,7 +172,8 @@ def split_videos(
     """Split video names into train and val, reproducibly.
 
     ``val_videos`` names the validation videos explicitly; otherwise ``val_fraction`` of the
-    videos (at least one when there are two or more) are drawn with ``seed``.
+    videos are drawn with ``seed``: a fraction between 0 and 1 holds out at least one video and
+    trains on at least one when there are two or more, and 1.0 holds out every video (a test set).
 
     Raises:
         UsageError: ``val_videos`` names a video that is not there.
@@ -186,7 +187,7 @@ def split_videos(
         val = set(val_videos)
     else:
         count = round(val_fraction * len(ordered))
-        if val_fraction > 0 and len(ordered) >= 2:
+        if 0 < val_fraction < 1 and len(ordered) >= 2:
             count = min(max(count, 1), len(ordered) - 1)
         val = set(random.Random(seed).sample(ordered, count))
     return {"train": [n for n in ordered if n not in val], "val": [n for n in ordered if n in val]}

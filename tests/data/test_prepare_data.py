@@ -317,6 +317,8 @@ def test_split_is_reproducible() -> None:
     assert len(first["val"]) == 5 and len(first["train"]) == 15
     assert set(first["val"]) != set(split_videos(names, 0.25, seed=4)["val"])
     assert split_videos(["a", "b"], 0.01)["val"] != []  # at least one held-out video
+    assert split_videos(["a", "b"], 0.99)["train"] != []  # and at least one to train on
+    assert split_videos(names, 1.0) == {"train": [], "val": names}  # a test set: every video held out
     with pytest.raises(UsageError, match="not in the data: zz"):
         split_videos(names, 0.2, ["zz"])
 

@@ -67,3 +67,21 @@ def test_camouflage_puts_objects_on_a_cluttered_background(tmp_path: Path) -> No
     assert "camouflage" in next(iter(load_manifest(tmp_path / "camo").videos.values())).source
     code, output = prepare(tmp_path / "bad", "--style", "neon")
     assert code == 2 and "neon" in output
+
+
+def test_camouflage_objects_start_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every object is whole in the first frame, where evaluate and the demo prompt it with its mask."""
+    from sam2tool.data.formats import synthetic
+
+    placed: list[list[object]] = []
+    place = synthetic._apart_at_start
+    monkeypatch.setattr(synthetic, "_apart_at_start", lambda *args: placed.append(place(*args)) or placed[-1])
+    size = 128
+    first_labels = [render_video(index, 2, size, seed=3, style="camouflage")[1][0] for index in range(12)]
+    assert len(placed) == 12
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    for shapes, labels in zip(placed, first_labels, strict=True):
+        footprints = np.stack([synthetic._footprint(shape, 0, size, xs, ys)[0] for shape in shapes])
+        assert footprints.sum(axis=0).max() == 1  # no object covers another
+        for index, footprint in enumerate(footprints, start=1):
+            assert np.array_equal(labels == index, footprint)  # what is drawn is the whole object

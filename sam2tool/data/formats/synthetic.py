@@ -9,13 +9,14 @@ a model can learn it. The same seed gives the same videos. Two styles:
 - ``camouflage``: objects coloured and patterned like a cluttered background of patterned patches,
   each patch in the hue of one of the objects and clearly darker, so an object stands out mainly
   by its outline, its brightness and its motion (a domain the base has not seen: the demo
-  fine-tunes on it).
+  fine-tunes on it). Objects start apart, so each is whole in the first frame, where it is
+  prompted; they meet and occlude each other later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -31,11 +32,13 @@ DEFAULT_OBJECTS = (2, 3)
 #: Camouflage: a background patch takes the hue of one of the objects, give or take this.
 _CAMO_HUE_SPREAD = 0.06
 #: Camouflage: how much brighter (HSV value) an object is than the background's patches. The base tells
-#: objects apart by colour and pattern and ignores it (0.27-0.34 J&F for lifts 0.2-0.6 on the demo's
-#: seed-0 test videos); fine-tuning learns the cue.
+#: objects apart by colour and pattern and ignores the cue (it scores 0.27-0.35 J&F on the demo's test
+#: videos of seeds 0-4); fine-tuning learns it.
 _CAMO_LIFT = 0.6
 #: Camouflage: patches of the background mosaic along each side of the frame.
 _CAMO_CELLS = 3
+#: Camouflage: start positions drawn at most this many times to find one where objects are apart.
+_START_TRIES = 200
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,12 @@ def render_video(
     first_hue = float(np.random.default_rng([seed, index, 1]).uniform())
     camouflage = style == "camouflage"
     hues = [(first_hue + i / count) % 1.0 for i in range(count)]
-    shapes = [_random_object(rng, size, hue, muted=camouflage) for hue in hues]
+    shapes = [_random_object(rng, size, hue, _CAMO_LIFT if camouflage else None) for hue in hues]
     order = rng.permutation(count)  # back to front
     background = _camouflage_background(rng, size, hues) if camouflage else _background(rng, size)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    if camouflage:  # objects start apart: each is whole where it is prompted (its own generator, as above)
+        shapes = _apart_at_start(shapes, size, xs, ys, np.random.default_rng([seed, index, 3]))
     images = np.empty((frames, size, size, 3), dtype=np.uint8)
     labels = np.zeros((frames, size, size), dtype=np.uint8)
     for t in range(frames):
@@ -150,10 +155,18 @@ def render_video(
     return images, labels
 
 
-def _random_object(rng: np.random.Generator, size: int, base_hue: float, muted: bool = False) -> _Object:
-    hue = (base_hue + rng.uniform(-0.08, 0.08)) % 1.0
-    if muted:  # the colours of the camouflage background's patches, brighter
-        colour, second = _patch_colours(rng, hue, _CAMO_LIFT)
+def _random_object(
+    rng: np.random.Generator, size: int, base_hue: float, lift: float | None = None, hue_jitter: float = 0.08
+) -> _Object:
+    """An object (or a camouflage background patch) of a hue near ``base_hue``.
+
+    ``lift`` None gives the shapes style's vivid colours; a number gives camouflage colours, those of
+    a background patch made ``lift`` brighter (0 for a patch itself).
+    """
+    hue = (base_hue + rng.uniform(-hue_jitter, hue_jitter)) % 1.0
+    camouflage = lift is not None
+    if lift is not None:
+        colour, second = _patch_colours(rng, hue, lift)
     else:
         colour = _hsv_to_rgb(hue, rng.uniform(0.6, 0.9), rng.uniform(0.7, 1.0))
         second = _hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
@@ -161,7 +174,7 @@ def _random_object(rng: np.random.Generator, size: int, base_hue: float, muted: 
     direction = rng.uniform(0, 2 * np.pi)
     return _Object(
         shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
-        pattern=_PATTERNS[int(rng.integers(len(_PATTERNS) - (1 if muted else 0)))],  # camouflage: never solid
+        pattern=_PATTERNS[int(rng.integers(len(_PATTERNS) - (1 if camouflage else 0)))],  # camouflage: never solid
         colour=colour,
         second=second,
         frequency=float(rng.uniform(2.0, 4.0)),
@@ -173,6 +186,23 @@ def _random_object(rng: np.random.Generator, size: int, base_hue: float, muted: 
         pulse=float(rng.uniform(0.1, 0.3)),
         phase=float(rng.uniform(0, 2 * np.pi)),
     )
+
+
+def _apart_at_start(
+    shapes: list[_Object], size: int, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator
+) -> list[_Object]:
+    """The objects moved to start positions where none covers another in the first frame.
+
+    Positions are drawn in the middle of the frame until the objects' first-frame footprints are
+    disjoint; after ``_START_TRIES`` draws the last one stands (1 to 3 objects are placed apart within
+    a few draws; 6 or more may not fit apart).
+    """
+    moved = shapes
+    for _ in range(_START_TRIES):
+        moved = [replace(obj, start=rng.uniform(0.2, 0.8, size=2) * size) for obj in shapes]
+        if np.sum([_footprint(obj, 0, size, xs, ys)[0] for obj in moved], axis=0).max() <= 1:
+            break
+    return moved
 
 
 def _position(obj: _Object, t: int, size: int) -> np.ndarray:
@@ -247,9 +277,7 @@ def _camouflage_background(rng: np.random.Generator, size: int, hues: list[float
     for cell in range(cells):
         inside = nearest == cell
         patch_hue = (hues[int(rng.integers(len(hues)))] + rng.uniform(-_CAMO_HUE_SPREAD, _CAMO_HUE_SPREAD)) % 1.0
-        colour, second = _patch_colours(rng, patch_hue)
-        patch = _random_object(rng, size, patch_hue, muted=True)
-        patch = _Object(**{**patch.__dict__, "colour": colour, "second": second})
+        patch = _random_object(rng, size, patch_hue, lift=0.0, hue_jitter=0.0)
         cos, sin = np.cos(patch.angle), np.sin(patch.angle)
         scale = patch.radius
         u = (cos * xs[inside] + sin * ys[inside]) / scale
