@@ -81,7 +81,7 @@ DEMO_TEST = ["--num-videos", "8", "--val-fraction", "1.0"]
 #: steps (epochs of 50 training videos x 4 / batches of 2).
 DEMO_TRAINING = ["dataset.multiplier=4", "trainer.log_every_n_steps=5"]
 #: How much J&F must improve for the demo to pass (it prints the table either way): the gains
-#: measured over seeds 0-4, twice each (README), were +0.44 to +0.52.
+#: measured over seeds 0-4 (README) were +0.30 to +0.50.
 DEMO_MIN_GAIN = 0.2
 
 
@@ -140,7 +140,7 @@ PACKAGED_NAME = "sam2.1_micro"
 
 @nox.session
 def pretrain(session: nox.Session) -> None:
-    """Regenerate the packaged micro base from random weights (about 45 minutes on 2 CPU cores).
+    """Regenerate the packaged micro base from random weights (about 30 minutes on 2 CPU cores).
 
     Extra args are overrides for `sam2tool train` (a quick try: trainer.max_steps=300 scheduler.warmup_steps=30).
     """

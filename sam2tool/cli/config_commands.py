@@ -16,8 +16,9 @@ PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # t
 _DEFAULT_PRESET = PresetName(DEFAULT_PRESET)
 
 _PRESET_HELP = (
-    "Starting point: tiny, small, base_plus or large (SAM 2.1 from Meta's checkpoints), micro (a tiny "
-    "random-weight model for CPU demos and tests) or mose_finetune (Meta's SAM 2.1 MOSE fine-tune recipe)."
+    "Starting point: tiny, small, base_plus or large (SAM 2.1 from Meta's checkpoints), micro (the 1.3 M "
+    "parameter base packaged with sam2tool, for CPU demos and tests), micro_pretrain (how that base was "
+    "pretrained) or mose_finetune (Meta's SAM 2.1 MOSE fine-tune recipe)."
 )
 
 

@@ -267,7 +267,7 @@ def train(
             resume_step = int(meta.get("global_step", 0))
             del meta
         last = LastCheckpoint(checkpoints, s.output.checkpoint_every_n_steps)
-        callbacks: list[Any] = [last, LearningRateMonitor(logging_interval="step")]
+        callbacks: list[Any] = [LearningRateMonitor(logging_interval="step")]
         best = None
         if validate and s.output.save_top_k != 0:
             best = ModelCheckpoint(
@@ -290,6 +290,7 @@ def train(
             from sam2tool.training.progress import TrainingProgressBar
 
             callbacks.append(TrainingProgressBar(leave=True))
+        callbacks.append(last)  # after best and early stopping: last.ckpt holds their state after a validation
         loggers: list[Any] = [MetricsCSV(run_dir / METRICS_FILE, resume_step=resume_step if rank_zero else None)]
         if s.logging.wandb and not debug:
             from lightning.pytorch.loggers import WandbLogger

@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -87,8 +88,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         )
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(Checkpoint):
     """Keeps ``checkpoints/last.ckpt`` current: every N steps, after validation, at the end, on SIGTERM.
+
+    A ``Checkpoint`` callback, so Lightning runs it after the other callbacks, and list it after the
+    best-checkpoint ``ModelCheckpoint``: the state it saves after a validation then includes that
+    validation's best checkpoint and early-stopping count, which a resumed run continues from.
 
     Args:
         folder: The run's checkpoints folder.

@@ -199,13 +199,18 @@ def test_resume_from_the_base_keeps_choosing_the_best_checkpoint_by_validation_j
     code, output = finish(sam2tool("train", "--config", str(config)))
     assert code == 0, output
     run = only_run(tmp_path / "runs")
+    # last.ckpt is written after the best checkpoint of its validation, so the state a resume
+    # continues from names the best file that is there (not the one of the validation before)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
+    (best_state,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert [Path(p).name for p in best_state["best_k_models"]] == [p.name for p in run.glob("checkpoints/best-*")]
     code, output = finish(sam2tool("resume", str(run), "--max-steps", "8"))
     assert code == 0, output
     with (run / "metrics.csv").open(newline="") as fh:
         scores = [float(r["val/J&F"]) for r in csv.DictReader(fh) if r["val/J&F"]]
     assert len(scores) == 4 and min(scores) > 0.05  # two validations before the resume, two after
     best = [p.name for p in (run / "checkpoints").glob("best-*.ckpt")]
-    assert len(best) == 1, best  # save_top_k=1 across the resume: the earlier best was replaced or kept
+    assert len(best) == 1, (best, scores)  # save_top_k=1 across the resume: the earlier best was replaced or kept
     assert f"(J&F {max(scores):.3f})" in output
     saved = torch.load(run / "checkpoints" / best[0], map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2 * (scores.index(max(scores)) + 1)
