@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from sam2tool.config.loading import load_settings
+from sam2tool.config.registry import PACKAGED_BASE, PACKAGED_IMAGE_SIZE
 from sam2tool.data.layout import load_manifest
-from sam2tool.models.registry import PACKAGED_BASE, PACKAGED_IMAGE_SIZE
 from sam2tool.services.evaluate import evaluate_model
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
 

@@ -88,7 +88,7 @@ def run_ours(settings: Any, built: Any, batch: Any, args: argparse.Namespace) ->
     """Fit SAM2LightningModule for warmup + steps optimizer steps; return the timed steps' seconds."""
     import lightning as L
 
-    from sam2tool.models.lightning_module import SAM2LightningModule
+    from sam2tool.training.lightning_module import SAM2LightningModule
 
     device = torch.device(args.device)
     total = args.warmup + args.steps

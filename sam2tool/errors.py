@@ -28,6 +28,10 @@ class DownloadError(Sam2ToolError):
     """An official checkpoint could not be downloaded (exit code 1)."""
 
 
+class DataError(Sam2ToolError):
+    """A data set cannot be read or written (exit code 1)."""
+
+
 class ExportError(Sam2ToolError):
     """An export could not be written or failed its check."""
 

@@ -13,6 +13,11 @@ import typer
 from sam2tool.cli.predict_commands import DeviceName
 from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
 
+#: The sections of ``evaluate --help``: the options of each mode, and those both take.
+SCORE_MODE = "Score mode: predicted masks against ground truth"
+MODEL_MODE = "Model mode: a model on held-out videos"
+BOTH_MODE = "Both modes"
+
 
 class ProtocolName(str, Enum):
     """Scoring protocols."""
@@ -32,59 +37,93 @@ class PromptName(str, Enum):
 def evaluate(
     predictions: Annotated[
         Path | None,
-        typer.Option("--predictions", help="Score mode: folder of predicted masks <video>/<frame>.png."),
+        typer.Option(
+            "--predictions",
+            rich_help_panel=SCORE_MODE,
+            help="Score mode: folder of predicted masks <video>/<frame>.png.",
+        ),
     ] = None,
     ground_truth: Annotated[
         Path | None,
         typer.Option(
             "--ground-truth",
+            rich_help_panel=SCORE_MODE,
             help="Score mode: a folder written by prepare-data (scores its --split), a folder with "
             "Annotations/, or a folder of <video>/ mask folders.",
         ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="Model mode: the config of the model (and of dataset.root).")
+        Path | None,
+        typer.Option(
+            "--config", rich_help_panel=MODEL_MODE, help="Model mode: the config of the model (and of dataset.root)."
+        ),
     ] = None,
     checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="Model mode: weights to evaluate instead of model.checkpoint.")
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            rich_help_panel=MODEL_MODE,
+            help="Model mode: weights to evaluate instead of model.checkpoint.",
+        ),
     ] = None,
     data: Annotated[
-        Path | None, typer.Option("--data", help="Model mode: prepared data folder (default: dataset.root).")
+        Path | None,
+        typer.Option(
+            "--data", rich_help_panel=MODEL_MODE, help="Model mode: prepared data folder (default: dataset.root)."
+        ),
     ] = None,
     prompt: Annotated[
         PromptName,
-        typer.Option("--prompt", help="Model mode: prompt each object with its first ground-truth mask, box or point."),
+        typer.Option(
+            "--prompt",
+            rich_help_panel=MODEL_MODE,
+            help="Model mode: prompt each object with its first ground-truth mask, box or point.",
+        ),
     ] = PromptName.mask,
     baseline: Annotated[
         bool,
-        typer.Option("--baseline", help="Model mode: also evaluate the config's model.checkpoint and compare."),
+        typer.Option(
+            "--baseline",
+            rich_help_panel=MODEL_MODE,
+            help="Model mode: also evaluate the config's model.checkpoint and compare.",
+        ),
     ] = False,
     device: Annotated[
-        DeviceName, typer.Option("--device", help="Model mode: auto, cpu, cuda or mps.")
+        DeviceName, typer.Option("--device", rich_help_panel=MODEL_MODE, help="Model mode: auto, cpu, cuda or mps.")
     ] = DeviceName.auto,
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
+            rich_help_panel=BOTH_MODE,
             help="Where to write results.json, results.csv and jf_per_video.png "
             "(default: <predictions>_evaluation beside the predictions).",
         ),
     ] = None,
     protocol: Annotated[
         ProtocolName,
-        typer.Option("--protocol", help="davis (davis2017-evaluation) or sav (objects may appear later; SA-V/MOSE)."),
+        typer.Option(
+            "--protocol",
+            rich_help_panel=BOTH_MODE,
+            help="davis (davis2017-evaluation) or sav (objects may appear later; SA-V/MOSE).",
+        ),
     ] = ProtocolName.davis,
     split: Annotated[
-        str | None, typer.Option("--split", help="Split of a prepare-data folder to score (default: val).")
+        str | None,
+        typer.Option(
+            "--split", rich_help_panel=BOTH_MODE, help="Split of a prepare-data folder to score (default: val)."
+        ),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Scoring processes.")] = 1,
-    json_output: Annotated[bool, typer.Option("--json", help="Print results.json instead of tables.")] = False,
+    workers: Annotated[int, typer.Option("--workers", rich_help_panel=BOTH_MODE, min=1, help="Scoring processes.")] = 1,
+    json_output: Annotated[
+        bool, typer.Option("--json", rich_help_panel=BOTH_MODE, help="Print results.json instead of tables.")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Score masks, or a model on held-out videos, with DAVIS-exact J, F and J&F."""
-    from sam2tool.config.loading import load_settings
     from sam2tool.errors import UsageError
-    from sam2tool.services.evaluate import check_report_folder, evaluate_model, finite, score_folders, write_report
+    from sam2tool.metrics.statistics import finite
+    from sam2tool.services.evaluate import evaluate_checkpoint, evaluate_predictions
 
     with reporting_errors(debug):
         with progress_bar(disable=json_output) as progress:
@@ -93,37 +132,26 @@ def evaluate(
             def on_video(name: str, index: int, total: int) -> None:
                 progress.update(task, completed=index, total=total, description=f"{name}")
 
+            common: dict[str, Any] = {"protocol": protocol.value, "split": split, "workers": workers}
             if predictions is not None or ground_truth is not None:
                 if predictions is None or ground_truth is None or config is not None:
                     raise UsageError("score mode takes --predictions and --ground-truth (and no --config)")
-                destination = output or predictions.parent / f"{predictions.name}_evaluation"
-                check_report_folder(destination)
-                report = score_folders(predictions, ground_truth, protocol.value, split, workers, on_video)
-                write_report(report, destination)
-                reports = {"predictions": report}
+                evaluation = evaluate_predictions(predictions, ground_truth, output, **common, on_video=on_video)
             else:
                 if config is None:
                     raise UsageError("give --predictions and --ground-truth (score mode), or --config (model mode)")
-                settings = load_settings(config)
-                root = data or settings.dataset.root
-                if root is None:
-                    raise UsageError(f"{config} sets no dataset.root; pass --data")
-                destination = output or Path("evaluation")
-                check_report_folder(destination)
-                reports = evaluate_model(
-                    settings,
-                    settings.dataset.image_size,
-                    root,
-                    split or settings.dataset.val_split,
-                    destination,
+                evaluation = evaluate_checkpoint(
+                    config,
+                    output,
+                    data=data,
                     checkpoint=checkpoint,
                     baseline=baseline,
                     kind=prompt.value,
-                    protocol=protocol.value,
                     device=device.value,
-                    workers=workers,
+                    **common,
                     on_video=on_video,
                 )
+        reports = evaluation.reports
         if json_output:
             documents = {name: r.to_json() for name, r in reports.items()}
             console.print_json(json.dumps(finite(next(iter(documents.values())) if len(documents) == 1 else documents)))
@@ -132,7 +160,7 @@ def evaluate(
             _print_table(report, f"{protocol.value.upper()} protocol, {name}: per object")
         if len(reports) == 2:
             _print_comparison(reports)
-        console.print(f"Wrote the reports to {destination}", markup=False, highlight=False)
+        console.print(f"Wrote the reports to {evaluation.output}", markup=False, highlight=False)
 
 
 def _print_table(report: Any, title: str) -> None:

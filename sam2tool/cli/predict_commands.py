@@ -84,77 +84,29 @@ def predict_video(
     debug: DebugOption = False,
 ) -> None:
     """Track objects through a video of any length in constant memory; write a mask per frame."""
+    import time
+
     from rich.progress import TextColumn, TimeRemainingColumn
 
-    from sam2tool.config.loading import load_settings
-    from sam2tool.errors import UsageError
-    from sam2tool.models.registry import get_spec, official_checkpoint_spec
-    from sam2tool.services.export import trained_model_flags
-    from sam2tool.services.predict_video import (
-        Prompt,
-        TrackOptions,
-        load_prompts_file,
-        mask_prompts,
-        parse_box,
-        parse_point,
-    )
-    from sam2tool.services.predict_video import (
-        predict_video as run,
-    )
+    from sam2tool.models.tracking import TrackOptions
+    from sam2tool.services.predict_video import PromptInputs, gather_prompts, model_settings
+    from sam2tool.services.predict_video import predict_video as run
 
     with reporting_errors(debug):
-        flags: dict[str, object] = {}
-        if model is not None:
-            spec = official_checkpoint_spec(model)
-            if spec is None:
-                raise UsageError(
-                    f"--model {model!r} is not an official model name (e.g. sam2.1_hiera_tiny, or sam2.1_micro, "
-                    "the base packaged with sam2tool)"
-                )
-            flags.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
-        trained = None
-        if checkpoint is not None:
-            if config is None and model is None and Path(checkpoint).is_file():
-                trained = trained_model_flags(Path(checkpoint))  # the model it was trained as
-            flags.update(trained or {})
-            flags["model.checkpoint"] = checkpoint
-        if image_size is not None:
-            flags["dataset.image_size"] = image_size  # validated like the config key
-        settings = load_settings(config, flags=flags)
-        known_size = config is not None or image_size is not None or trained is not None
-        trained_at = get_spec(settings.model.version, settings.model.size).image_size  # 1024, or 128 for micro
-        size = settings.dataset.image_size if known_size else trained_at
-        items: list[Prompt] = []
-        if point or box:
-            clicks = [parse_point(p) for p in point or []]
-            items.append(
-                Prompt(
-                    frame,
-                    obj_id,
-                    points=[(x, y) for x, y, _ in clicks],
-                    labels=[label for _, _, label in clicks],
-                    box=parse_box(box) if box else None,
-                )
-            )
-        if mask is not None:
-            if obj_id != 1:
-                raise UsageError("--mask gives one object per label of the PNG; --obj-id does not apply to it")
-            items += mask_prompts(mask, frame)
-        if prompts is not None:
-            items += load_prompts_file(prompts)
+        settings, size = model_settings(config, checkpoint, model, image_size)
+        inputs = PromptInputs(points=point or (), box=box, mask=mask, prompts_file=prompts, obj_id=obj_id, frame=frame)
+        items = gather_prompts(inputs)
+        options = TrackOptions(
+            offload=offload, overlay=overlay, per_object=per_object, save_video=save_video, fps=fps, overwrite=force
+        )
         with progress_bar(TextColumn("{task.fields[fps]}"), TimeRemainingColumn()) as progress:
             task = progress.add_task("Tracking", total=None, fps="")
-            import time
-
             started = time.perf_counter()
 
             def on_frame(done: int, total: int) -> None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, fps=f"{rate:.1f} frames/s")
 
-            options = TrackOptions(
-                offload=offload, overlay=overlay, per_object=per_object, save_video=save_video, fps=fps, overwrite=force
-            )
             result = run(
                 input,
                 output,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sam2tool.models.registry import PACKAGED_BASE, get_spec, official_checkpoint_spec
+from sam2tool.config.registry import PACKAGED_BASE, get_spec, official_checkpoint_spec
 
 Problems = list[tuple[str, str]]
 

@@ -19,7 +19,7 @@ from pydantic_settings import (
 )
 
 from sam2tool.config.cross_checks import cross_field_problems
-from sam2tool.models.registry import COMPONENTS, ModelSize, ModelVersion
+from sam2tool.config.registry import COMPONENTS, ModelSize, ModelVersion
 
 ENV_PREFIX = "SAM2TOOL_"
 ENV_NESTED_DELIMITER = "__"

@@ -20,8 +20,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sam2tool.data.images import read_label_mask
-from sam2tool.data.layout import FRAME_SUFFIX, FRAMES_DIR, MASK_SUFFIX, MASKS_DIR, DataError, VideoRecord
+from sam2tool.data.layout import FRAME_SUFFIX, FRAMES_DIR, MASK_SUFFIX, MASKS_DIR, VideoRecord
 from sam2tool.data.transforms import ClipTransform
+from sam2tool.errors import DataError
 
 
 @dataclass(frozen=True)

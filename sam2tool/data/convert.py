@@ -29,13 +29,12 @@ from sam2tool.data.layout import (
     FRAMES_DIR,
     MASK_SUFFIX,
     MASKS_DIR,
-    DataError,
     VideoRecord,
     check_name,
     frame_stem,
     stem_width,
 )
-from sam2tool.errors import UsageError
+from sam2tool.errors import DataError, UsageError
 
 #: Stop collecting problems of one video after this many (the rest are usually the same).
 MAX_PROBLEMS_PER_VIDEO = 10

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from sam2tool.config.schema import DatasetSettings
 from sam2tool.data.clips import ClipPlanner, MixedBatchSampler, MixedClipDataset, VideoClipDataset, collate_clips
-from sam2tool.data.layout import DataError, VideoRecord, load_manifest, read_split
+from sam2tool.data.layout import VideoRecord, load_manifest, read_split
 from sam2tool.data.transforms import NO_AUGMENTATION, Augmentations, ClipTransform
+from sam2tool.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sam2tool.atomic import atomic_write_text
-from sam2tool.errors import Sam2ToolError
+from sam2tool.errors import DataError
 
 FRAMES_DIR = "JPEGImages"
 MASKS_DIR = "Annotations"
@@ -36,10 +36,6 @@ MANIFEST_VERSION = 1
 
 _NATURAL = re.compile(r"([0-9]+)")
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
-
-
-class DataError(Sam2ToolError):
-    """A data set cannot be read or written (exit code 1)."""
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

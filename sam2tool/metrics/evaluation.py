@@ -1,7 +1,8 @@
 """Scoring a folder of predicted masks against ground truth: DAVIS and SA-V protocols.
 
-Both folders hold ``<video>/<frame>.png`` label maps (DAVIS palette PNGs). Frames are read one at
-a time, so memory stays O(H x W) per video whatever its length.
+Ground truth and predictions are handed in as readers of one video's label maps by frame name
+(:class:`LabelMaps`; :class:`sam2tool.data.masks.MaskFolder` reads DAVIS palette PNGs). Frames are
+read one at a time, so memory stays O(H x W) per video whatever its length.
 
 DAVIS protocol (davis2017-evaluation, semi-supervised): the ground-truth frames of a video minus
 the first and the last; objects 1..N where N is the largest id on the first ground-truth frame;
@@ -15,19 +16,49 @@ it appears in the ground truth or the prediction; frames without ground truth ar
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from sam2tool.data.images import ImageProblem, read_label_mask
-from sam2tool.data.layout import MASK_SUFFIX, VOID_LABEL, DataError, natural_key
+from sam2tool.errors import DataError
 from sam2tool.metrics.frame import boundary_radius, score_objects
 from sam2tool.metrics.statistics import mean_recall_decay
 
+#: The label of pixels that are neither background nor an object (DAVIS's void).
+VOID_LABEL = 255
+
 Protocol = Literal["davis", "sav"]
+
+
+class LabelMaps(typing.Protocol):
+    """One video's label maps by frame name: what the scorer reads (it walks no folders itself).
+
+    :class:`sam2tool.data.masks.MaskFolder` reads them from a folder of PNGs.
+    """
+
+    @property
+    def name(self) -> str:
+        """Where the video's label maps are, as messages name it."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether the video has label maps at all (its folder exists)."""
+        ...
+
+    def frames(self) -> list[str]:
+        """Names of the frames that have a label map, in order."""
+        ...
+
+    def where(self, frame: str) -> str:
+        """Where ``frame``'s label map is, as messages name it."""
+        ...
+
+    def read(self, frame: str) -> np.ndarray | None:
+        """``frame``'s label map (uint8, H x W), or None when it has none; DataError when unreadable."""
+        ...
 
 
 @dataclass
@@ -58,38 +89,33 @@ class ObjectScores:
         }
 
 
-def gt_frames(gt_video: Path) -> list[str]:
-    """Stems of the ground-truth PNGs of a video folder, in natural order."""
-    return sorted((p.stem for p in gt_video.glob(f"*{MASK_SUFFIX}")), key=natural_key)
-
-
 def score_video(
-    video: str, gt_video: Path, pred_video: Path, protocol: Protocol = "davis", bound_th: float = 0.008
+    video: str, ground_truth: LabelMaps, predictions: LabelMaps, protocol: Protocol = "davis", bound_th: float = 0.008
 ) -> list[ObjectScores]:
-    """Score one video's predictions.
+    """Score one video's predictions against its ground truth.
 
     Raises:
         DataError: Prediction frames are missing, unreadable, of another size, or (DAVIS) use
             ids that are not objects of the ground truth.
 
     """
-    stems = gt_frames(gt_video)
+    stems = ground_truth.frames()
     if not stems:
-        raise DataError(f"ground truth {gt_video} has no PNG masks")
-    if not pred_video.is_dir():
-        raise DataError(f"predictions have no folder for video {video} (expected {pred_video})")
+        raise DataError(f"ground truth {ground_truth.name} has no PNG masks")
+    if not predictions.exists():
+        raise DataError(f"predictions have no folder for video {video} (expected {predictions.name})")
     evaluated = stems[1:-1]
-    first = _read(gt_video / f"{stems[0]}{MASK_SUFFIX}", "ground truth")
+    first = _read(ground_truth, stems[0])
     first[first == VOID_LABEL] = 0
     objects = list(range(1, int(first.max()) + 1)) if protocol == "davis" else []
     scores: dict[int, ObjectScores] = {k: ObjectScores(video, k) for k in objects}
     radius: int | None = None
     for stem in evaluated:
-        gt = _read(gt_video / f"{stem}{MASK_SUFFIX}", "ground truth")
-        pred_path = pred_video / f"{stem}{MASK_SUFFIX}"
-        if not pred_path.is_file():
+        gt = _read(ground_truth, stem)
+        pred = predictions.read(stem)
+        pred_path = predictions.where(stem)
+        if pred is None:
             raise DataError(f"predictions for video {video} lack frame {stem} ({pred_path})")
-        pred = _read(pred_path, "prediction")
         if pred.shape != gt.shape:
             raise DataError(
                 f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
@@ -117,23 +143,23 @@ def score_video(
             scores[k].f.append(f)
     if protocol == "sav":
         # Only objects of the ground truth are reported (vos-benchmark's convention).
-        present = _objects_in_ground_truth(gt_video, evaluated)
+        present = _objects_in_ground_truth(ground_truth, evaluated)
         return [scores[k] for k in sorted(scores) if k in present]
     return [scores[k] for k in objects]
 
 
-def _objects_in_ground_truth(gt_video: Path, stems: Sequence[str]) -> set[int]:
+def _objects_in_ground_truth(ground_truth: LabelMaps, stems: Sequence[str]) -> set[int]:
     found: set[int] = set()
     for stem in stems:
-        found |= {int(v) for v in np.unique(_read(gt_video / f"{stem}{MASK_SUFFIX}", "ground truth"))}
+        found |= {int(v) for v in np.unique(_read(ground_truth, stem))}
     return found - {0, VOID_LABEL}
 
 
-def _read(path: Path, what: str) -> np.ndarray:
-    try:
-        return read_label_mask(path)
-    except ImageProblem as exc:
-        raise DataError(f"{what} {exc}") from None
+def _read(ground_truth: LabelMaps, frame: str) -> np.ndarray:
+    labels = ground_truth.read(frame)
+    if labels is None:
+        raise DataError(f"ground truth {ground_truth.where(frame)} does not exist")
+    return labels
 
 
 def overall(summaries: Sequence[dict[str, float | int | str]]) -> dict[str, float]:

@@ -8,12 +8,17 @@
 davis2017-evaluation casts the bin boundaries to ``uint8``, so for sequences of more than 255
 frames its decay wraps around and is wrong. Here the boundaries are plain integers: decay is
 correct for any length, and equal to DAVIS's for sequences of up to 255 frames.
+
+An object with no scored frame has undefined (NaN) statistics; :func:`finite` writes them as JSON
+``null``.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,3 +38,14 @@ def mean_recall_decay(values: Sequence[float] | np.ndarray, threshold: float = 0
         bins = [values[bounds[i] : bounds[i + 1] + 1] for i in range(BINS)]
         decay = float(np.nanmean(bins[0]) - np.nanmean(bins[-1]))
     return mean, recall, decay
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN: undefined values (no frames to score) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from sam2tool.config.problems import ConfigError
+from sam2tool.config.registry import COMPONENTS, ModelSpec, get_spec
 from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError
 from sam2tool.models.checkpoints import load_into, read_state_dict
 from sam2tool.models.download import resolve_checkpoint
-from sam2tool.models.registry import COMPONENTS, ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ layouts of PyTorch files are understood:
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -21,13 +22,15 @@ from typing import Any
 import torch
 
 from sam2tool.atomic import atomic_path
+from sam2tool.config.registry import ModelSpec, size_from_trunk
 from sam2tool.errors import CheckpointError
-from sam2tool.models.registry import ModelSpec, size_from_trunk
 
 #: The attribute under which sam2tool's LightningModule holds the SAM 2 model.
 LIGHTNING_PREFIX = "model."
 #: sam2tool's own entry in a training checkpoint (plain data: settings, model, LoRA scale).
 CHECKPOINT_META_KEY = "sam2tool"
+#: The file every export folder has (what ``--force`` looks for before replacing a folder).
+MODEL_CARD = "model_card.json"
 #: How peft names the parts of an adapted linear layer.
 BASE_LAYER, LORA_A, LORA_B = ".base_layer.", ".lora_A.default.", ".lora_B.default."
 
@@ -237,3 +240,37 @@ def save_official_checkpoint(model: torch.nn.Module, path: Path) -> None:
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     with atomic_path(Path(path)) as tmp:
         torch.save({"model": state}, tmp)
+
+
+def checkpoint_settings(checkpoint: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The settings a checkpoint was trained with, as ``{"section.key": value}``, and its metadata.
+
+    A sam2tool training checkpoint carries them; an exported ``model.pt`` has them in the
+    ``model_card.json`` beside it. Returns ``(None, None)`` for any other checkpoint.
+    """
+    meta = read_checkpoint_metadata(checkpoint)
+    config = meta.get("config") if meta is not None else None
+    if not isinstance(config, Mapping):
+        config = earlier_card(checkpoint).get("training_config")
+    if not isinstance(config, Mapping):
+        return None, meta
+    flags = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
+    return flags, meta
+
+
+def trained_model_flags(checkpoint: Path) -> dict[str, Any] | None:
+    """The ``model.*`` settings and ``dataset.image_size`` a checkpoint was trained with, if it says."""
+    flags, _ = checkpoint_settings(checkpoint)
+    if flags is None:
+        return None
+    return {k: v for k, v in flags.items() if k.startswith("model.") or k == "dataset.image_size"}
+
+
+def earlier_card(checkpoint: Path) -> dict[str, Any]:
+    """The model card beside an exported ``model.pt`` (empty when there is none)."""
+    card = Path(checkpoint).parent / MODEL_CARD
+    try:
+        data = json.loads(card.read_text(encoding="utf-8")) if card.is_file() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -19,10 +19,10 @@ from pathlib import Path
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from sam2tool.atomic import atomic_path
+from sam2tool.config.registry import ModelSpec, get_spec, official_checkpoint_spec, official_url
 from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError, DownloadError
 from sam2tool.models.packaged import packaged_checkpoint
-from sam2tool.models.registry import ModelSpec, get_spec, official_checkpoint_spec, official_url
 
 log = logging.getLogger(__name__)
 

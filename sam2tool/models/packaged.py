@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sam2tool.config.registry import ModelSpec
 from sam2tool.errors import CheckpointError
-from sam2tool.models.registry import ModelSpec
 
 #: Folder of the packaged weights and model cards.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -31,8 +31,9 @@ from sam2 import sam2_video_predictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from sam2tool.data.images import ImageProblem
-from sam2tool.data.layout import DataError, natural_key
+from sam2tool.data.layout import natural_key
 from sam2tool.data.video_file import VideoFileReader
+from sam2tool.errors import DataError
 
 # Without sam2's optional CUDA extension the predictor warns on every frame and skips hole filling
 # (results are otherwise the same); sam2tool documents this once instead. sam2tool shows its own

@@ -168,10 +168,10 @@ def _check_model(settings: Sam2ToolSettings, notes: list[str]) -> list[ConfigPro
 
     The model is built with random weights; the checkpoint is loaded into it if there is a file.
     """
+    from sam2tool.config.registry import get_spec
     from sam2tool.models.build import apply_trainable_modules, compose_model_config, instantiate_model
     from sam2tool.models.checkpoints import load_into, read_state_dict
     from sam2tool.models.download import checkpoint_location, missing_checkpoint_message, official_spec_for
-    from sam2tool.models.registry import get_spec
 
     model_settings = settings.model
     spec = get_spec(model_settings.version, model_settings.size)

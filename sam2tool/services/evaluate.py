@@ -1,4 +1,9 @@
-"""What ``evaluate`` does in score mode: score predicted mask folders and write the report.
+"""What ``evaluate`` does, in its two modes, and the report both write.
+
+- Score mode (:func:`evaluate_predictions`): score folders of predicted masks against ground truth.
+- Model mode (:func:`evaluate_checkpoint`): predict the held-out videos of a prepared folder with a
+  model, prompted from their ground truth, and score those predictions (with ``baseline``, the
+  model before fine-tuning too, and compare).
 
 The report is ``results.json`` (schema below), ``results.csv`` (one row per object, then the
 overall row) and ``jf_per_video.png`` (a bar chart of J&F per video), written atomically.
@@ -29,14 +34,26 @@ from typing import Any
 
 from sam2tool import __version__
 from sam2tool.atomic import atomic_path, atomic_write_text
-from sam2tool.data.images import read_label_mask
-from sam2tool.data.layout import MANIFEST_FILE, MASKS_DIR, DataError, natural_key, read_split
-from sam2tool.errors import UsageError
+from sam2tool.config.loading import load_settings
+from sam2tool.data.layout import MANIFEST_FILE, MASKS_DIR, natural_key, read_split
+from sam2tool.data.masks import MaskFolder
+from sam2tool.errors import DataError, UsageError
 from sam2tool.metrics.evaluation import Protocol, overall, score_video
+from sam2tool.metrics.statistics import finite
+from sam2tool.models.prompts import PromptKind, ground_truth_prompts
+from sam2tool.models.tracking import load_predictor, track
 
 RESULT_KEYS = ("J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What an ``evaluate`` run wrote: one report per model (or one for the predictions), and where."""
+
+    reports: dict[str, EvaluationReport]
+    output: Path
 
 
 @dataclass
@@ -107,7 +124,8 @@ def ground_truth_videos(ground_truth: Path, split: str | None) -> tuple[Path, li
 
 def _score_one(args: tuple[str, Path, Path, Protocol]) -> list[dict[str, Any]]:
     video, gt_root, pred_root, protocol = args
-    return [s.summary() for s in score_video(video, gt_root / video, pred_root / video, protocol)]
+    ground_truth, predictions = MaskFolder(gt_root / video, "ground truth"), MaskFolder(pred_root / video, "prediction")
+    return [s.summary() for s in score_video(video, ground_truth, predictions, protocol)]
 
 
 def score_folders(
@@ -186,17 +204,6 @@ def _cell(value: Any) -> str:
     return f"{value:.6f}" if math.isfinite(float(value)) else ""
 
 
-def finite(value: Any) -> Any:
-    """JSON has no NaN: undefined values (no frames to score) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
-
-
 def _bar_chart(per_video: list[dict[str, Any]], mean: float, path: Path) -> None:
     """A horizontal bar chart of J&F per video (PNG)."""
     rows = sorted(per_video, key=lambda r: _value(r["J&F"]))
@@ -255,54 +262,6 @@ def _draw_bars(rows: list[tuple[str, list[float]]], title: str, legend: list[str
     path.write_bytes(encoded.tobytes())
 
 
-#: How the ground truth prompts the model: ``mask``, ``box`` or ``point``.
-PromptKind = str
-
-
-def ground_truth_prompts(gt_video: Path, frame_names: list[str], kind: PromptKind, protocol: Protocol) -> list[Any]:
-    """The semi-supervised prompts of a video: each object's ground truth on its first annotated frame.
-
-    DAVIS: the objects of the first ground-truth frame, prompted there. SA-V: every object, prompted
-    on the first ground-truth frame where it appears. ``box`` and ``point`` prompts are derived from
-    that mask: its bounding box, or the pixel farthest inside it.
-    """
-    import cv2
-    import numpy as np
-
-    from sam2tool.metrics.evaluation import gt_frames
-    from sam2tool.services.predict_video import Prompt
-
-    stems = gt_frames(gt_video)
-    if not stems:
-        raise DataError(f"ground truth {gt_video} has no annotated frame; a prompt needs one")
-    prompts: list[Prompt] = []
-    seen: set[int] = set()
-    for stem in stems if protocol == "sav" else stems[:1]:
-        labels = read_label_mask(gt_video / f"{stem}.png")
-        if stem not in frame_names:
-            raise DataError(f"ground truth {gt_video / stem}.png has no frame {stem} in the frames folder")
-        frame = frame_names.index(stem)
-        for k in (int(v) for v in np.unique(labels)):
-            if k in (0, 255) or k in seen:
-                continue
-            seen.add(k)
-            mask = labels == k
-            if kind == "mask":
-                prompts.append(Prompt(frame, k, mask=mask))
-            elif kind == "box":
-                ys, xs = np.nonzero(mask)
-                prompts.append(
-                    Prompt(frame, k, box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
-                )
-            else:
-                distance = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
-                y, x = np.unravel_index(int(distance.argmax()), distance.shape)
-                prompts.append(Prompt(frame, k, points=[(float(x), float(y))], labels=[1]))
-    if not prompts:
-        raise DataError(f"the first annotated frame of {gt_video} shows no object to prompt")
-    return prompts
-
-
 def predict_split(
     predictor: Any,
     root: Path,
@@ -315,7 +274,6 @@ def predict_split(
     """Run the predictor on each video of a prepared folder, prompted from its ground truth."""
     from sam2tool.data.layout import FRAMES_DIR
     from sam2tool.models.streaming import FolderFrames
-    from sam2tool.services.predict_video import track
 
     for index, video in enumerate(videos):
         if on_video is not None:
@@ -351,8 +309,6 @@ def evaluate_model(
         DataError: A video cannot be predicted or scored.
 
     """
-    from sam2tool.services.predict_video import load_predictor
-
     if not (root / MANIFEST_FILE).is_file():
         raise UsageError(f"{root} is not a folder written by prepare-data (no {MANIFEST_FILE}); use --data")
     if baseline and checkpoint is None:
@@ -380,3 +336,70 @@ def evaluate_model(
         atomic_write_text(output / "comparison.json", json.dumps(finite(comparison), indent=1) + "\n")
         comparison_chart(reports["baseline"], reports["finetuned"], output / "comparison.png")
     return reports
+
+
+def evaluate_predictions(
+    predictions: Path,
+    ground_truth: Path,
+    output: Path | None = None,
+    *,
+    protocol: Protocol = "davis",
+    split: str | None = None,
+    workers: int = 1,
+    on_video: Callable[[str, int, int], None] | None = None,
+) -> Evaluation:
+    """Score mode: score ``predictions`` against ``ground_truth`` and write the report.
+
+    The report goes to ``output``, by default ``<predictions>_evaluation`` beside the predictions.
+    """
+    destination = output or predictions.parent / f"{predictions.name}_evaluation"
+    check_report_folder(destination)
+    report = score_folders(predictions, ground_truth, protocol, split, workers, on_video)
+    write_report(report, destination)
+    return Evaluation({"predictions": report}, destination)
+
+
+def evaluate_checkpoint(
+    config: Path,
+    output: Path | None = None,
+    *,
+    data: Path | None = None,
+    split: str | None = None,
+    checkpoint: str | None = None,
+    baseline: bool = False,
+    kind: PromptKind = "mask",
+    protocol: Protocol = "davis",
+    device: str = "auto",
+    workers: int = 1,
+    on_video: Callable[[str, int, int], None] | None = None,
+) -> Evaluation:
+    """Model mode: evaluate the model of ``config`` (or ``checkpoint``) on held-out videos.
+
+    The videos are the ``split`` (default ``dataset.val_split``) of ``data`` (default
+    ``dataset.root``); the reports go to ``output``, by default ``evaluation``.
+
+    Raises:
+        UsageError: The config sets no data folder and none is given, or see :func:`evaluate_model`.
+
+    """
+    settings = load_settings(config)
+    root = data or settings.dataset.root
+    if root is None:
+        raise UsageError(f"{config} sets no dataset.root; pass --data")
+    destination = output or Path("evaluation")
+    check_report_folder(destination)
+    reports = evaluate_model(
+        settings,
+        settings.dataset.image_size,
+        root,
+        split or settings.dataset.val_split,
+        destination,
+        checkpoint=checkpoint,
+        baseline=baseline,
+        kind=kind,
+        protocol=protocol,
+        device=device,
+        workers=workers,
+        on_video=on_video,
+    )
+    return Evaluation(reports, destination)

@@ -16,7 +16,6 @@ sibling and renamed into place when every file is written and checked.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,14 +37,12 @@ from sam2tool.export.weights import (
     write_safetensors,
     write_sam2,
 )
-from sam2tool.models.checkpoints import read_checkpoint_metadata, read_state_dict
+from sam2tool.models.checkpoints import MODEL_CARD, checkpoint_settings, earlier_card, read_state_dict
 
 log = logging.getLogger(__name__)
 
 #: ``--format`` values, in the order they are written.
 FORMATS = ("sam2", "safetensors", "onnx")
-#: The file every export folder has (what ``--force`` looks for before replacing a folder).
-MODEL_CARD = "model_card.json"
 #: How the exported files are loaded, for the model card and the README.
 USAGE = {
     "sam2": (
@@ -90,30 +87,6 @@ def parse_formats(text: str) -> list[str]:
             f"choose from {','.join(FORMATS)} (comma-separated)"
         )
     return [name for name in FORMATS if name in asked]
-
-
-def checkpoint_settings(checkpoint: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The settings a checkpoint was trained with, as ``{"section.key": value}``, and its metadata.
-
-    A sam2tool training checkpoint carries them; an exported ``model.pt`` has them in the
-    ``model_card.json`` beside it. Returns ``(None, None)`` for any other checkpoint.
-    """
-    meta = read_checkpoint_metadata(checkpoint)
-    config = meta.get("config") if meta is not None else None
-    if not isinstance(config, Mapping):
-        config = _earlier_card(checkpoint).get("training_config")
-    if not isinstance(config, Mapping):
-        return None, meta
-    flags = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
-    return flags, meta
-
-
-def trained_model_flags(checkpoint: Path) -> dict[str, Any] | None:
-    """The ``model.*`` settings and ``dataset.image_size`` a checkpoint was trained with, if it says."""
-    flags, _ = checkpoint_settings(checkpoint)
-    if flags is None:
-        return None
-    return {k: v for k, v in flags.items() if k.startswith("model.") or k == "dataset.image_size"}
 
 
 def export_settings(
@@ -258,9 +231,9 @@ def model_card(
 ) -> dict[str, Any]:
     """What the model is, where it came from and how it did, as plain JSON data."""
     from sam2tool.data.layout import manifest_fingerprint
-    from sam2tool.services.evaluate import finite
+    from sam2tool.metrics.statistics import finite
 
-    earlier = _earlier_card(checkpoint) if meta is None else {}  # re-exporting an export keeps its lineage
+    earlier = earlier_card(checkpoint) if meta is None else {}  # re-exporting an export keeps its lineage
     meta = dict(meta or {})
     trained = meta.get("config") or earlier.get("training_config")
     base = trained["model"]["checkpoint"] if isinstance(trained, Mapping) else str(checkpoint)
@@ -305,16 +278,6 @@ def _format_of(file_name: str) -> str:
     if file_name.endswith(".onnx"):
         return "onnx"
     return "safetensors" if file_name.endswith(".safetensors") else "sam2"
-
-
-def _earlier_card(checkpoint: Path) -> dict[str, Any]:
-    """The model card beside an exported ``model.pt`` (empty when there is none)."""
-    card = Path(checkpoint).parent / MODEL_CARD
-    try:
-        data = json.loads(card.read_text(encoding="utf-8")) if card.is_file() else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _validation_from_run(checkpoint: Path) -> dict[str, float] | None:

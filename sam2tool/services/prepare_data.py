@@ -22,8 +22,8 @@ from sam2tool.data.formats.davis import DavisFormat
 from sam2tool.data.formats.sav import SavFormat
 from sam2tool.data.formats.synthetic import DEFAULT_OBJECTS, SyntheticFormat
 from sam2tool.data.formats.ytvos import YouTubeVOSFormat
-from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, DataError, Manifest, SkippedVideo, check_name
-from sam2tool.errors import UsageError
+from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, Manifest, SkippedVideo, check_name
+from sam2tool.errors import DataError, UsageError
 
 DEFAULT_VAL_FRACTION = 0.2
 

@@ -216,7 +216,7 @@ def train(
 
     from sam2tool.config.yaml_writer import render_settings_yaml
     from sam2tool.data.datamodule import ClipDataModule
-    from sam2tool.models.lightning_module import NonFiniteLoss, SAM2LightningModule
+    from sam2tool.training.lightning_module import NonFiniteLoss, SAM2LightningModule
     from sam2tool.training.run_files import (
         AtomicCheckpointIO,
         LastCheckpoint,

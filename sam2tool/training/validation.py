@@ -18,7 +18,13 @@ import torch
 
 from sam2tool.config.schema import ModelSettings
 from sam2tool.data.datamodule import ValidationVideo
-from sam2tool.data.layout import FRAMES_DIR, MASKS_DIR, DataError
+from sam2tool.data.layout import FRAMES_DIR, MASKS_DIR
+from sam2tool.data.masks import MaskFolder
+from sam2tool.errors import DataError
+from sam2tool.metrics.evaluation import score_video
+from sam2tool.models.prompts import ground_truth_prompts
+from sam2tool.models.streaming import FolderFrames
+from sam2tool.models.tracking import track
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,6 @@ class VideoValidator:
 
     def score(self, video: ValidationVideo) -> VideoScore:
         """Track ``video`` from its first ground-truth masks and return its mean J and F."""
-        from sam2tool.metrics.evaluation import score_video
-        from sam2tool.models.streaming import FolderFrames
-        from sam2tool.services.evaluate import ground_truth_prompts
-        from sam2tool.services.predict_video import track
-
         if self.predictor is None:
             raise RuntimeError("call load() before score()")
         frames = FolderFrames(video.root / FRAMES_DIR / video.name)
@@ -76,7 +77,9 @@ class VideoValidator:
         output = Path(tempfile.mkdtemp(prefix=f"{video.name}.", dir=self.scratch))
         try:
             track(self.predictor, frames, output, prompts)
-            objects = score_video(video.name, gt_video, output, "davis")
+            objects = score_video(
+                video.name, MaskFolder(gt_video, "ground truth"), MaskFolder(output, "prediction"), "davis"
+            )
         finally:
             shutil.rmtree(output, ignore_errors=True)
         summaries = [o.summary() for o in objects if o.j]

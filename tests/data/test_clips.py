@@ -13,8 +13,9 @@ from sam2tool.config.schema import DatasetSettings
 from sam2tool.data.clips import ClipPlanner, MixedBatchSampler, VideoClipDataset, collate_clips
 from sam2tool.data.datamodule import ClipDataModule, augmentations
 from sam2tool.data.images import PALETTE, read_label_mask
-from sam2tool.data.layout import DataError, VideoRecord, load_manifest
+from sam2tool.data.layout import VideoRecord, load_manifest
 from sam2tool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, NO_AUGMENTATION, Augmentations, ClipTransform
+from sam2tool.errors import DataError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
 from tests.data.builders import make_ytvos
 

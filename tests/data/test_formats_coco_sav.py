@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from sam2tool.cli import app
 from sam2tool.data.images import read_label_mask
-from sam2tool.data.layout import DataError, load_manifest
+from sam2tool.data.layout import load_manifest
 from sam2tool.data.rle import encode_rle
+from sam2tool.errors import DataError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
 from tests.data.builders import frame_pixels
 

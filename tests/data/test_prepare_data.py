@@ -15,8 +15,8 @@ from sam2tool.cli import app
 from sam2tool.data.convert import VideoProblems, convert_video, split_videos
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
 from sam2tool.data.images import PALETTE, read_label_mask
-from sam2tool.data.layout import DataError, check_name, load_manifest, read_split
-from sam2tool.errors import UsageError
+from sam2tool.data.layout import check_name, load_manifest, read_split
+from sam2tool.errors import DataError, UsageError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
 from tests.data.builders import frame_pixels, labels, make_davis, make_ytvos, write_video
 

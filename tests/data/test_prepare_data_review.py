@@ -17,8 +17,8 @@ from PIL import Image
 
 from sam2tool.config.schema import DatasetSettings
 from sam2tool.data.datamodule import ClipDataModule
-from sam2tool.data.layout import DataError, load_manifest, read_split
-from sam2tool.errors import UsageError
+from sam2tool.data.layout import load_manifest, read_split
+from sam2tool.errors import DataError, UsageError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
 from tests.conftest import REPO
 from tests.data.builders import frame_pixels, labels, make_davis, make_ytvos, write_video

@@ -12,13 +12,18 @@ from typer.testing import CliRunner
 
 from sam2tool.cli import app
 from sam2tool.data.images import read_label_mask, write_label_mask
-from sam2tool.data.layout import DataError
-from sam2tool.metrics.evaluation import score_video
+from sam2tool.data.masks import MaskFolder
+from sam2tool.errors import DataError
+from sam2tool.metrics.evaluation import ObjectScores, Protocol, score_video
 from sam2tool.services.evaluate import score_folders, write_report
 from tests.conftest import prepare_synthetic
 
 runner = CliRunner()
 evaluator = pytest.importorskip("vos_benchmark.evaluator")
+
+
+def score_folders_of(video: str, gt: Path, pred: Path, protocol: Protocol) -> list[ObjectScores]:
+    return score_video(video, MaskFolder(gt, "ground truth"), MaskFolder(pred, "prediction"), protocol)
 
 
 def blob(t: int, k: int, shift: int = 0) -> np.ndarray:
@@ -41,7 +46,7 @@ def write_video(
 def test_davis_protocol_equals_the_reference_and_skips_first_and_last(tmp_path: Path) -> None:
     write_video(tmp_path / "gt/v", 6, (1, 2))
     write_video(tmp_path / "pred/v", 6, (1, 2), shift=2)
-    scores = score_video("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
+    scores = score_folders_of("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
     assert [s.object for s in scores] == [1, 2]
     assert scores[0].frames == ["00001", "00002", "00003", "00004"]
     reference = evaluator.Evaluator()
@@ -60,19 +65,19 @@ def test_objects_come_from_the_first_frame_and_void_is_background(tmp_path: Path
     labels[30:40, 50:60] = 255
     write_label_mask(tmp_path / "gt/v/00001.png", labels)
     write_video(tmp_path / "pred/v", 4, (1,))
-    (score,) = score_video("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
+    (score,) = score_folders_of("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
     assert score.j == [1.0, 1.0] and score.f == [1.0, 1.0]
 
 
 def test_sav_protocol_scores_objects_that_appear_later(tmp_path: Path) -> None:
     write_video(tmp_path / "gt/v", 6, (1, 2), start={2: 3})
     write_video(tmp_path / "pred/v", 6, (1, 2), start={2: 3})
-    scores = score_video("v", tmp_path / "gt/v", tmp_path / "pred/v", "sav")
+    scores = score_folders_of("v", tmp_path / "gt/v", tmp_path / "pred/v", "sav")
     assert [s.object for s in scores] == [1, 2]
     assert scores[1].frames == ["00003", "00004"]
     assert scores[1].j == [1.0, 1.0]
     with pytest.raises(DataError, match=r"ids \[2\] that are not objects"):  # DAVIS knows only frame 0's objects
-        score_video("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
+        score_folders_of("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
 
 
 @pytest.mark.parametrize(
@@ -97,7 +102,7 @@ def test_bad_predictions_are_named(tmp_path: Path, damage: str, message: str) ->
     else:
         target.write_bytes(b"garbage")
     with pytest.raises(DataError, match=message):
-        score_video("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
+        score_folders_of("v", tmp_path / "gt/v", tmp_path / "pred/v", "davis")
 
 
 def test_missing_video_and_folders(tmp_path: Path) -> None:

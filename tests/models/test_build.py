@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sam2tool.config.problems import ConfigError
+from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import ModelSettings
 from sam2tool.models.build import apply_trainable_modules, build_model, compose_model_config
-from sam2tool.models.registry import get_spec
 from tests.sam2_probe import two_frame_outputs
 
 

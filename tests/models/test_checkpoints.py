@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError
 from sam2tool.models.build import build_model, model_overrides
 from sam2tool.models.checkpoints import describe_state_dict, read_state_dict, save_official_checkpoint
-from sam2tool.models.registry import get_spec
 from tests.sam2_probe import two_frame_outputs
 
 SIZE = 64

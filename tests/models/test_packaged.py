@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from sam2tool.cli import app
 from sam2tool.config.loading import load_settings
+from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError
 from sam2tool.models import packaged
 from sam2tool.models.build import build_model, build_video_predictor
 from sam2tool.models.checkpoints import read_state_dict
-from sam2tool.models.registry import get_spec
 from tests.models.test_streaming import make_frames
 
 runner = CliRunner()

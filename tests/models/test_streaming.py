@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import ModelSettings
 from sam2tool.models.build import build_video_predictor, model_overrides
 from sam2tool.models.checkpoints import save_official_checkpoint
-from sam2tool.models.registry import get_spec
 from sam2tool.models.streaming import FolderFrames
 
 SIZE = 128

@@ -53,9 +53,9 @@ def test_bf16_training_on_cuda_with_validation(tmp_path: Path) -> None:
 
 
 def test_compiled_prediction_equals_eager(tmp_path: Path) -> None:
+    from sam2tool.models.prompts import ground_truth_prompts
     from sam2tool.models.streaming import FolderFrames
-    from sam2tool.services.evaluate import ground_truth_prompts
-    from sam2tool.services.predict_video import load_predictor, track
+    from sam2tool.models.tracking import load_predictor, track
 
     data = prepare_synthetic(tmp_path / "data", videos=2, frames=8, size=128, val_fraction=0.5)
     settings = load_settings(None, ["model.size=micro", "model.checkpoint=null"])

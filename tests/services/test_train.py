@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from sam2tool.cli import app
 from sam2tool.config.loading import load_settings
+from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import Sam2ToolSettings
-from sam2tool.data.layout import DataError
+from sam2tool.errors import DataError
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import load_into, read_state_dict
-from sam2tool.models.registry import get_spec
 from sam2tool.services.train import TrainResult, check_resume_config, run_dir_of, train
 from tests.conftest import prepare_synthetic
 
@@ -269,7 +269,7 @@ def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
 
 def test_out_of_memory_gives_advice(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sam2tool.errors import Sam2ToolError
-    from sam2tool.models import lightning_module
+    from sam2tool.training import lightning_module
 
     def exhausted(*args: Any, **kwargs: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -320,8 +320,8 @@ def test_random_weights_before_training_are_what_evaluate_and_predict_use(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`evaluate --baseline` with model.checkpoint null scores exactly the model a run starts from."""
-    from sam2tool.models import lightning_module
-    from sam2tool.services.predict_video import load_predictor
+    from sam2tool.models.tracking import load_predictor
+    from sam2tool.training import lightning_module
 
     initial: dict[str, torch.Tensor] = {}
 

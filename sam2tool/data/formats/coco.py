@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
-from sam2tool.data.layout import MAX_OBJECT_ID, VOID_LABEL, DataError, SkippedVideo
+from sam2tool.data.layout import MAX_OBJECT_ID, VOID_LABEL, SkippedVideo
 from sam2tool.data.rle import decode_rle, polygons_to_mask
+from sam2tool.errors import DataError
 
 
 class CocoFormat:

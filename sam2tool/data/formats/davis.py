@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sam2tool.data.formats.base import SourceVideo, frames_with_masks
-from sam2tool.data.layout import DataError, natural_key
+from sam2tool.data.layout import natural_key
+from sam2tool.errors import DataError
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 

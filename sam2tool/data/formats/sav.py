@@ -18,9 +18,10 @@ import numpy as np
 
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
 from sam2tool.data.images import ImageProblem
-from sam2tool.data.layout import MAX_OBJECT_ID, DataError, natural_key
+from sam2tool.data.layout import MAX_OBJECT_ID, natural_key
 from sam2tool.data.rle import decode_rle
 from sam2tool.data.video_file import VideoFileReader
+from sam2tool.errors import DataError
 
 ANNOTATION_STRIDE = 4
 _SUFFIXES = ("_manual.json", "_auto.json")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sam2tool.data.formats.base import SourceVideo, frames_with_masks
-from sam2tool.data.layout import DataError, natural_key
+from sam2tool.data.layout import natural_key
+from sam2tool.errors import DataError
 
 
 class YouTubeVOSFormat:

@@ -6,7 +6,7 @@ from importlib import resources
 
 import pytest
 
-from sam2tool.models.registry import OFFICIAL_CHECKPOINTS, REGISTRY, get_spec, official_checkpoint_spec, official_url
+from sam2tool.config.registry import OFFICIAL_CHECKPOINTS, REGISTRY, get_spec, official_checkpoint_spec, official_url
 
 
 @pytest.mark.parametrize("spec", list(REGISTRY.values()), ids=lambda s: f"{s.version}-{s.size}")
