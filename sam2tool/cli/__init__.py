@@ -21,7 +21,7 @@ from sam2tool.cli import (
     train_commands,
 )
 
-#: Command name -> function. The README documents exactly these commands (a test checks it).
+#: Command name -> function. docs/commands.md documents exactly these commands and their options (tests check it).
 COMMANDS: dict[str, Callable[..., Any]] = {
     "init-config": config_commands.init_config,
     "validate-config": config_commands.validate_config,

@@ -24,9 +24,9 @@ def test_help_lists_exactly_the_registered_commands_with_summaries() -> None:
     assert listed == set(COMMANDS)
 
 
-def test_readme_documents_exactly_the_registered_commands() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^### `sam2tool ([a-z-]+)", readme, flags=re.MULTILINE))
+def test_commands_reference_documents_exactly_the_registered_commands() -> None:
+    reference = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^### `sam2tool ([a-z-]+)", reference, flags=re.MULTILINE))
     assert documented == set(COMMANDS)
 
 
