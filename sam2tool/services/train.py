@@ -8,20 +8,37 @@ name the checkpoint to continue from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import signal
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from sam2tool.atomic import atomic_write_text
+from sam2tool.config.loading import load_settings
 from sam2tool.config.problems import ConfigError
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.config.sources import parse_overrides
+from sam2tool.config.yaml_writer import render_settings_yaml
+from sam2tool.data.datamodule import ClipDataModule
 from sam2tool.errors import Sam2ToolError, Terminated, UsageError
+from sam2tool.models.checkpoints import read_checkpoint_metadata
+from sam2tool.training.lightning_module import NonFiniteLoss, SAM2LightningModule
+from sam2tool.training.progress import TrainingProgressBar
 from sam2tool.training.run_files import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -30,8 +47,14 @@ from sam2tool.training.run_files import (
     LOG_FILE,
     METRICS_FILE,
     RUN_DIR_ENV,
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    MetricsCSV,
+    attach_file_log,
     new_run_dir,
+    plot_curves,
 )
+from sam2tool.training.validation import VideoValidator, check_validation_videos
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +186,6 @@ def check_resume_config(checkpoint_config: Mapping[str, Any], settings: Sam2Tool
 
 
 def _is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
@@ -175,8 +196,6 @@ def _strategy(name: str) -> Any:
     uses the point embeddings, one without corrections never uses some decoder tokens.
     """
     if name in ("ddp", "ddp_spawn"):
-        from lightning.pytorch.strategies import DDPStrategy
-
         return DDPStrategy(find_unused_parameters=True, start_method="spawn" if name == "ddp_spawn" else "popen")
     return name
 
@@ -195,6 +214,8 @@ def train(
 ) -> TrainResult:
     """Train as ``settings`` say; with ``checkpoint``, continue that run exactly (resume).
 
+    The recipe, in order: data, run folder, model, callbacks, loggers, trainer, fit, result.
+
     Args:
         settings: All settings.
         debug: A fast dev run (two batches, two validation videos), anomaly detection.
@@ -209,178 +230,227 @@ def train(
         Sam2ToolError: Out of memory, a non-finite loss, or a checkpoint that does not load.
 
     """
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    data, validate = _data(settings)
+    with _run_folder(settings, run_dir, config_text, debug) as run:
+        validator = (
+            VideoValidator(settings.model, settings.dataset.image_size, run / ".validation") if validate else None
+        )
+        module = SAM2LightningModule(settings, validator=validator)
+        callbacks = _Callbacks.for_run(settings, run / CHECKPOINTS_DIR, validate)
+        trainer = L.Trainer(
+            **_trainer_arguments(settings, validate, debug),
+            callbacks=callbacks.in_order(),
+            logger=_loggers(settings, run, _step_of(checkpoint), debug),
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run),
+        )
+        _fit(trainer, module, data, checkpoint, callbacks.last, run)
+        return _result(trainer, run, callbacks)
 
-    from sam2tool.config.yaml_writer import render_settings_yaml
-    from sam2tool.data.datamodule import ClipDataModule
-    from sam2tool.training.lightning_module import NonFiniteLoss, SAM2LightningModule
-    from sam2tool.training.run_files import (
-        AtomicCheckpointIO,
-        LastCheckpoint,
-        MetricsCSV,
-        attach_file_log,
-        plot_curves,
-    )
-    from sam2tool.training.validation import VideoValidator, check_validation_videos
 
+def _data(settings: Sam2ToolSettings) -> tuple[ClipDataModule, bool]:
+    """The DataModule, set up for fitting, and whether there are held-out videos to validate on."""
     if settings.dataset.root is None:
         raise ConfigError.single(
             "dataset.root", "is not set; point it at a folder written by `sam2tool prepare-data`", value=None
         )
-    import warnings
-
-    # Lightning warns that the module's batch transfer wins over the DataModule's: it is meant to.
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
-    s = settings
-    L.seed_everything(s.trainer.seed, workers=True, verbose=False)
-    data = ClipDataModule(s.dataset, seed=s.trainer.seed)
+    L.seed_everything(settings.trainer.seed, workers=True, verbose=False)
+    data = ClipDataModule(settings.dataset, seed=settings.trainer.seed)
     data.setup("fit")
-    validate = s.trainer.limit_val_batches != 0 and bool(data.val_videos)
+    validate = settings.trainer.limit_val_batches != 0 and bool(data.val_videos)
     if validate:
-        check_validation_videos(data.val_videos, s.dataset.val_split)
-    elif s.trainer.limit_val_batches != 0:
-        log.warning("splits/%s.txt lists no video: training without validation J&F", s.dataset.val_split)
+        check_validation_videos(data.val_videos, settings.dataset.val_split)
+    elif settings.trainer.limit_val_batches != 0:
+        log.warning("splits/%s.txt lists no video: training without validation J&F", settings.dataset.val_split)
+    return data, validate
 
+
+@contextlib.contextmanager
+def _run_folder(
+    settings: Sam2ToolSettings, run_dir: Path | None, config_text: str | None, debug: bool
+) -> Iterator[Path]:
+    """The run folder (new, or ``run_dir`` on resume) with its config.yaml and training.log, for the block.
+
+    The processes Lightning launches for the other ranks re-run this command: they find the
+    folder through :data:`RUN_DIR_ENV`, set for the block and restored after it.
+    """
     resuming = run_dir is not None
-    run_dir = run_dir or new_run_dir(s.output.dir)
-    # Processes Lightning launches for the other ranks re-run this command: they find the folder here.
+    run_dir = run_dir or new_run_dir(settings.output.dir)
     inherited = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    checkpoints = run_dir / CHECKPOINTS_DIR
     rank_zero = _is_rank_zero()
     if rank_zero:
-        checkpoints.mkdir(parents=True, exist_ok=True)
+        (run_dir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         if not resuming or config_text is not None:
-            text = config_text or render_settings_yaml(s, f"sam2tool run {run_dir}: the resolved settings")
+            text = config_text or render_settings_yaml(settings, f"sam2tool run {run_dir}: the resolved settings")
             atomic_write_text(run_dir / CONFIG_FILE, text)
-    detach_log = attach_file_log(run_dir / LOG_FILE, "DEBUG" if debug else s.logging.level) if rank_zero else None
+    level = "DEBUG" if debug else settings.logging.level
+    detach_log = attach_file_log(run_dir / LOG_FILE, level) if rank_zero else None
     try:
         log.info("Run folder: %s", run_dir)
-        validator = VideoValidator(s.model, s.dataset.image_size, run_dir / ".validation") if validate else None
-        module = SAM2LightningModule(s, validator=validator)
-        resume_step = None
-        if checkpoint is not None:
-            meta = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-            resume_step = int(meta.get("global_step", 0))
-            del meta
-        last = LastCheckpoint(checkpoints, s.output.checkpoint_every_n_steps)
-        callbacks: list[Any] = [LearningRateMonitor(logging_interval="step")]
-        best = None
-        if validate and s.output.save_top_k != 0:
-            best = ModelCheckpoint(
-                dirpath=checkpoints,
-                filename="best-step{step}",
-                monitor="val/J&F",
-                mode="max",
-                save_top_k=s.output.save_top_k,
-                auto_insert_metric_name=False,
-                save_on_train_epoch_end=False,
-            )
-            callbacks.append(best)
-        if validate and s.trainer.early_stopping_patience:
-            callbacks.append(
-                EarlyStopping(
-                    monitor="val/J&F", mode="max", patience=s.trainer.early_stopping_patience, check_finite=False
-                )
-            )
-        if s.logging.progress:
-            from sam2tool.training.progress import TrainingProgressBar
-
-            callbacks.append(TrainingProgressBar(leave=True))
-        callbacks.append(last)  # after best and early stopping: last.ckpt holds their state after a validation
-        loggers: list[Any] = [MetricsCSV(run_dir / METRICS_FILE, resume_step=resume_step if rank_zero else None)]
-        if s.logging.wandb and not debug:
-            from lightning.pytorch.loggers import WandbLogger
-
-            loggers.append(
-                WandbLogger(
-                    project=s.logging.wandb_project,
-                    entity=s.logging.wandb_entity,
-                    name=s.logging.run_name or f"{run_dir.parent.name}/{run_dir.name}",
-                    save_dir=str(run_dir),
-                    id=_wandb_id(run_dir),
-                    resume="allow",
-                    mode=s.logging.wandb_mode,
-                    config=s.model_dump(mode="json"),
-                )
-            )
-        trainer = L.Trainer(
-            accelerator=s.trainer.accelerator,
-            devices=s.trainer.devices,
-            strategy=_strategy(s.trainer.strategy),
-            num_nodes=s.trainer.num_nodes,
-            precision=s.trainer.precision,
-            max_epochs=s.trainer.max_epochs if s.trainer.max_epochs is not None else -1,
-            max_steps=s.trainer.max_steps if s.trainer.max_steps is not None else -1,
-            accumulate_grad_batches=s.trainer.accumulate_grad_batches,
-            gradient_clip_val=s.trainer.gradient_clip_val,
-            val_check_interval=s.trainer.val_check_interval,
-            limit_train_batches=s.trainer.limit_train_batches,
-            limit_val_batches=s.trainer.limit_val_batches if validate else 0,
-            log_every_n_steps=s.trainer.log_every_n_steps,
-            deterministic=s.trainer.deterministic,
-            detect_anomaly=s.trainer.detect_anomaly or debug,
-            fast_dev_run=2 if debug else False,
-            num_sanity_val_steps=0,
-            use_distributed_sampler=False,
-            callbacks=callbacks,
-            logger=loggers,
-            plugins=[AtomicCheckpointIO()],
-            default_root_dir=str(run_dir),
-            enable_progress_bar=s.logging.progress,
-            enable_model_summary=debug,
-        )
-        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler saves, then stops
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
-        except SIGTERMException:
-            saved = last.path if last.path.is_file() else None
-            where = f"saved {saved} at step {last.saved_step}" if saved else "no checkpoint was saved yet"
-            raise Terminated(
-                f"terminated (SIGTERM): {where}; continue with `sam2tool resume {run_dir}`"
-                if saved
-                else f"terminated (SIGTERM) before the first checkpoint; {where}"
-            ) from None
-        except NonFiniteLoss as exc:
-            saved = last.path if last.path.is_file() else None
-            raise Sam2ToolError(
-                f"{exc}; stopped. The last good checkpoint is "
-                + (f"{saved} (step {last.saved_step})" if saved else "none (no checkpoint was saved yet)")
-                + ". Lower optimizer.lr, keep trainer.gradient_clip_val set, or use trainer.precision=32-true"
-            ) from exc
-        except torch.OutOfMemoryError as exc:
-            raise Sam2ToolError(OOM_ADVICE) from exc
-        except RuntimeError as exc:
-            if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
-                raise Sam2ToolError(OOM_ADVICE) from exc
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        curves = plot_curves(run_dir / METRICS_FILE, run_dir / CURVES_FILE) if rank_zero else None
-        best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
-        best_score = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
-        stopped_early = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in callbacks)
-        log.info("Training finished at step %d; last checkpoint %s", trainer.global_step, last.path)
-        return TrainResult(
-            run_dir,
-            last.path,
-            best_path,
-            best_score if best_score is None or math.isfinite(best_score) else None,
-            trainer.global_step,
-            trainer.current_epoch,
-            metrics,
-            stopped_early,
-            curves,
-        )
+        yield run_dir
     finally:
         if detach_log is not None:
             detach_log()
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
+
+
+@dataclass(frozen=True)
+class _Callbacks:
+    """The run's callbacks: the best checkpoint by validation J&F, early stopping, progress, last.ckpt."""
+
+    last: LastCheckpoint
+    best: ModelCheckpoint | None = None
+    early_stopping: EarlyStopping | None = None
+    progress: TrainingProgressBar | None = None
+
+    @classmethod
+    def for_run(cls, settings: Sam2ToolSettings, checkpoints: Path, validate: bool) -> _Callbacks:
+        best = early_stopping = None
+        if validate and settings.output.save_top_k != 0:
+            best = ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="best-step{step}",
+                monitor="val/J&F",
+                mode="max",
+                save_top_k=settings.output.save_top_k,
+                auto_insert_metric_name=False,
+                save_on_train_epoch_end=False,
+            )
+        if validate and settings.trainer.early_stopping_patience:
+            early_stopping = EarlyStopping(
+                monitor="val/J&F", mode="max", patience=settings.trainer.early_stopping_patience, check_finite=False
+            )
+        return cls(
+            last=LastCheckpoint(checkpoints, settings.output.checkpoint_every_n_steps),
+            best=best,
+            early_stopping=early_stopping,
+            progress=TrainingProgressBar(leave=True) if settings.logging.progress else None,
+        )
+
+    def in_order(self) -> list[Callback]:
+        """For the Trainer: last.ckpt comes after best and early stopping, so it holds their state after validation."""
+        middle = [c for c in (self.best, self.early_stopping, self.progress) if c is not None]
+        return [LearningRateMonitor(logging_interval="step"), *middle, self.last]
+
+
+def _step_of(checkpoint: Path | None) -> int | None:
+    """The global step a resumed run continues from (metrics.csv drops later rows)."""
+    if checkpoint is None:
+        return None
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(meta.get("global_step", 0))
+
+
+def _loggers(settings: Sam2ToolSettings, run_dir: Path, resume_step: int | None, debug: bool) -> list[Logger]:
+    """metrics.csv, and Weights & Biases when ``logging.wandb`` (not in a debug run)."""
+    loggers: list[Logger] = [MetricsCSV(run_dir / METRICS_FILE, resume_step=resume_step if _is_rank_zero() else None)]
+    if settings.logging.wandb and not debug:
+        loggers.append(
+            WandbLogger(
+                project=settings.logging.wandb_project,
+                entity=settings.logging.wandb_entity,
+                name=settings.logging.run_name or f"{run_dir.parent.name}/{run_dir.name}",
+                save_dir=str(run_dir),
+                id=_wandb_id(run_dir),
+                resume="allow",
+                mode=settings.logging.wandb_mode,
+                config=settings.model_dump(mode="json"),
+            )
+        )
+    return loggers
+
+
+#: ``trainer.*`` settings that are Lightning Trainer arguments of the same name and meaning.
+TRAINER_ARGUMENTS = (
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "precision",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "val_check_interval",
+    "limit_train_batches",
+    "log_every_n_steps",
+    "deterministic",
+)
+
+
+def _trainer_arguments(settings: Sam2ToolSettings, validate: bool, debug: bool) -> dict[str, Any]:
+    """Lightning Trainer arguments: :data:`TRAINER_ARGUMENTS` as set, and those sam2tool decides."""
+    t = settings.trainer
+    return {
+        **{name: getattr(t, name) for name in TRAINER_ARGUMENTS},
+        "strategy": _strategy(t.strategy),
+        "max_epochs": t.max_epochs if t.max_epochs is not None else -1,
+        "max_steps": t.max_steps if t.max_steps is not None else -1,
+        "limit_val_batches": t.limit_val_batches if validate else 0,
+        "detect_anomaly": t.detect_anomaly or debug,
+        "fast_dev_run": 2 if debug else False,
+        "num_sanity_val_steps": 0,
+        "use_distributed_sampler": False,  # the DataModule shards clips by rank itself
+        "enable_progress_bar": settings.logging.progress,
+        "enable_model_summary": debug,
+    }
+
+
+def _fit(
+    trainer: L.Trainer,
+    module: SAM2LightningModule,
+    data: ClipDataModule,
+    checkpoint: Path | None,
+    last: LastCheckpoint,
+    run_dir: Path,
+) -> None:
+    """Fit, turning SIGTERM, a non-finite loss and out of memory into errors that name what to do next."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler saves, then stops
+    try:
+        with warnings.catch_warnings():
+            # Lightning warns that the module's batch transfer wins over the DataModule's: it is meant to.
+            warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+            trainer.fit(module, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
+    except SIGTERMException:
+        saved = last.path if last.path.is_file() else None
+        where = f"saved {saved} at step {last.saved_step}" if saved else "no checkpoint was saved yet"
+        raise Terminated(
+            f"terminated (SIGTERM): {where}; continue with `sam2tool resume {run_dir}`"
+            if saved
+            else f"terminated (SIGTERM) before the first checkpoint; {where}"
+        ) from None
+    except NonFiniteLoss as exc:
+        saved = last.path if last.path.is_file() else None
+        raise Sam2ToolError(
+            f"{exc}; stopped. The last good checkpoint is "
+            + (f"{saved} (step {last.saved_step})" if saved else "none (no checkpoint was saved yet)")
+            + ". Lower optimizer.lr, keep trainer.gradient_clip_val set, or use trainer.precision=32-true"
+        ) from exc
+    except torch.OutOfMemoryError as exc:
+        raise Sam2ToolError(OOM_ADVICE) from exc
+    except RuntimeError as exc:
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+            raise Sam2ToolError(OOM_ADVICE) from exc
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _result(trainer: L.Trainer, run_dir: Path, callbacks: _Callbacks) -> TrainResult:
+    """What the run produced: checkpoints, the best score, where it stopped, the curves."""
+    best = callbacks.best
+    best_score = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
+    log.info("Training finished at step %d; last checkpoint %s", trainer.global_step, callbacks.last.path)
+    return TrainResult(
+        run_dir=run_dir,
+        last_checkpoint=callbacks.last.path,
+        best_checkpoint=Path(best.best_model_path) if best is not None and best.best_model_path else None,
+        best_score=best_score if best_score is None or math.isfinite(best_score) else None,
+        global_step=trainer.global_step,
+        epoch=trainer.current_epoch,
+        metrics={k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+        stopped_early=callbacks.early_stopping is not None and callbacks.early_stopping.stopped_epoch > 0,
+        curves=plot_curves(run_dir / METRICS_FILE, run_dir / CURVES_FILE) if _is_rank_zero() else None,
+    )
 
 
 def resume(
@@ -400,11 +470,6 @@ def resume(
         UsageError: Nothing to resume, or settings that differ from the checkpoint's.
 
     """
-    from sam2tool.config.loading import load_settings
-    from sam2tool.config.sources import parse_overrides
-    from sam2tool.config.yaml_writer import render_settings_yaml
-    from sam2tool.models.checkpoints import read_checkpoint_metadata
-
     run_dir, checkpoint = run_dir_of(target)
     saved_settings = load_settings(run_dir / CONFIG_FILE, environment=False)
     settings = load_settings(run_dir / CONFIG_FILE, overrides, flags, environment=False)

@@ -338,3 +338,30 @@ def test_random_weights_before_training_are_what_evaluate_and_predict_use(
     assert all(torch.equal(initial[k], predictor[k]) for k in initial)
     other = load_predictor(micro_settings(data, tmp_path, "trainer.seed=6"), SIZE, "cpu").state_dict()
     assert not all(torch.equal(initial[k], other[k]) for k in initial)
+
+
+def test_every_trainer_setting_reaches_the_lightning_trainer(tmp_path: Path) -> None:
+    import inspect
+
+    import lightning as L
+
+    from sam2tool.config.schema import TrainerSettings
+    from sam2tool.services.train import TRAINER_ARGUMENTS, _trainer_arguments
+
+    # seed and early stopping are used by sam2tool itself; the others are Trainer arguments (some mapped).
+    mapped = {"strategy", "max_epochs", "max_steps", "limit_val_batches", "detect_anomaly"}
+    assert set(TrainerSettings.model_fields) == {*TRAINER_ARGUMENTS, *mapped, "seed", "early_stopping_patience"}
+    settings = micro_settings(
+        tmp_path,
+        tmp_path,
+        "trainer.accumulate_grad_batches=3",
+        "trainer.gradient_clip_val=0.5",
+        "trainer.log_every_n_steps=7",
+        "trainer.limit_train_batches=5",
+    )
+    arguments = _trainer_arguments(settings, validate=False, debug=False)
+    assert set(arguments) <= set(inspect.signature(L.Trainer.__init__).parameters)
+    trainer = L.Trainer(**arguments, logger=False, enable_checkpointing=False)
+    assert (trainer.max_steps, trainer.max_epochs, trainer.accumulate_grad_batches) == (4, -1, 3)
+    assert (trainer.gradient_clip_val, trainer.log_every_n_steps, trainer.limit_train_batches) == (0.5, 7, 5)
+    assert trainer.limit_val_batches == 0  # nothing to validate on
