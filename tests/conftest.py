@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated environment, a micro model, a local HTTP server."""
+"""Shared fixtures and factories: an isolated environment, a micro model, a local HTTP server, micro runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sam2tool.config.schema import ModelSettings
+from sam2tool.config.loading import load_settings
+from sam2tool.config.schema import ModelSettings, Sam2ToolSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,6 +109,46 @@ def prepare_synthetic(
 #: Runs that start from the packaged base use the size it was pretrained at.
 BASE_SIZE = 128
 
+#: The image size of a micro training run on the CPU (``micro_run_settings``); generate its data at this size.
+RUN_SIZE = 64
+
+
+def micro_run_settings(data: Path, output: Path, *overrides: str, cpu: bool = True) -> Sam2ToolSettings:
+    """The settings of a micro training run: the micro model with random weights, data at ``data``.
+
+    The run trains for a number of steps on one device and writes below ``output``. With ``cpu`` (the
+    default) it is the run of the CPU tests, a training step in well under a second: 64 px, 3-frame clips
+    of up to 2 objects, no data workers, 4 steps at lr 1e-3 (1 warm-up step) validated every 2, logged
+    and checkpointed at every step, drop-path 0.1. Without ``cpu`` all of these keep the schema's
+    defaults, except that the caller gives the device and the number of steps. ``overrides``
+    (``section.key=value``) come last and win.
+    """
+    cpu_run = [
+        "model.drop_path_rate=0.1",
+        f"dataset.image_size={RUN_SIZE}",
+        "dataset.video_clip_length=3",
+        "dataset.max_num_objects=2",
+        "dataset.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "optimizer.lr=1e-3",
+        "scheduler.warmup_steps=1",
+        "output.checkpoint_every_n_steps=1",
+    ]
+    run = [
+        "model.size=micro",
+        "model.checkpoint=null",
+        f"dataset.root={data}",
+        "dataset.multiplier=4",
+        "trainer.devices=1",
+        "trainer.max_epochs=null",
+        "logging.progress=false",
+        f"output.dir={output}",
+    ]
+    return load_settings(None, [*run, *(cpu_run if cpu else []), *overrides])
+
 
 @pytest.fixture(scope="session")
 def base_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -124,8 +165,7 @@ def fine_tuned_base(base_data: Path, tmp_path_factory: pytest.TempPathFactory): 
     Returns ``(TrainResult, settings)``.
     """
     from sam2tool.services.train import train
-    from tests.services.test_train import micro_settings
 
     overrides = ("trainer.max_steps=2", "model.checkpoint=official", f"dataset.image_size={BASE_SIZE}")
-    settings = micro_settings(base_data, tmp_path_factory.mktemp("base-runs"), *overrides)
+    settings = micro_run_settings(base_data, tmp_path_factory.mktemp("base-runs"), *overrides)
     return train(settings), settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,21 @@ def write_video(
         Image.fromarray(frame_pixels(t)).save(images / f"{name}.jpg", quality=90)
         if masks is not None and (annotated is None or t in annotated):
             write_label_mask(masks / f"{name}.png", labels(t, objects=objects))
+
+
+def binary_mask(t: int, dtype: type[np.integer] = np.uint8) -> np.ndarray:
+    """One object of ``labels`` in black (0) and white (255), as binary mask files draw it."""
+    return ((labels(t, objects=1) > 0) * 255).astype(dtype)
+
+
+def write_video_with_masks(
+    images: Path, masks: Path, mask: Callable[[int], np.ndarray] = binary_mask, frames: int = 2
+) -> None:
+    """The frames of ``write_video``, and ``mask(t)`` saved as it is to ``masks/<t:05d>.png`` for each frame t."""
+    write_video(images, None, frames)
+    masks.mkdir(parents=True)
+    for t in range(frames):
+        Image.fromarray(mask(t)).save(masks / f"{t:05d}.png")
 
 
 def make_davis(root: Path, videos: tuple[str, ...] = ("bear", "car"), frames: int = 4) -> Path:

@@ -18,7 +18,7 @@ from sam2tool.data.images import PALETTE, read_label_mask
 from sam2tool.data.layout import check_name, load_manifest, read_split
 from sam2tool.errors import DataError, UsageError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
-from tests.data.builders import frame_pixels, labels, make_davis, make_ytvos, write_video
+from tests.data.builders import frame_pixels, labels, make_davis, make_ytvos, write_video, write_video_with_masks
 
 runner = CliRunner()
 
@@ -65,12 +65,7 @@ def test_davis_imagesets_give_the_split(tmp_path: Path) -> None:
 
 def test_davis2016_binary_masks_are_object_one(tmp_path: Path) -> None:
     source = tmp_path / "DAVIS"
-    write_video(source / "JPEGImages/480p/cows", None, 2)
-    (source / "Annotations/480p/cows").mkdir(parents=True)
-    for t in range(2):
-        Image.fromarray(((labels(t, objects=1) > 0) * 255).astype(np.uint8)).save(
-            source / f"Annotations/480p/cows/{t:05d}.png"
-        )
+    write_video_with_masks(source / "JPEGImages/480p/cows", source / "Annotations/480p/cows")  # binary masks
     prepare(source, tmp_path / "out", format="davis")
     assert np.array_equal(read_label_mask(tmp_path / "out/Annotations/cows/00001.png"), labels(1, objects=1))
 
@@ -158,10 +153,8 @@ def test_corrupt_files_are_named(tmp_path: Path, case: str) -> None:
 
 def test_rgb_masks_map_palette_colours_and_refuse_others(tmp_path: Path) -> None:
     source = tmp_path / "yt"
-    write_video(source / "JPEGImages/v", None, 2)
-    (source / "Annotations/v").mkdir(parents=True)
-    for t in range(2):
-        Image.fromarray(PALETTE[labels(t)]).save(source / f"Annotations/v/{t:05d}.png")  # RGB, palette colours
+    # RGB masks in palette colours
+    write_video_with_masks(source / "JPEGImages/v", source / "Annotations/v", lambda t: PALETTE[labels(t)])
     prepare(source, tmp_path / "ok", format="ytvos")
     assert np.array_equal(read_label_mask(tmp_path / "ok/Annotations/v/00001.png"), labels(1))
 
@@ -176,10 +169,7 @@ def test_rgb_masks_map_palette_colours_and_refuse_others(tmp_path: Path) -> None
 
 def test_16_bit_masks(tmp_path: Path) -> None:
     source = tmp_path / "yt"
-    write_video(source / "JPEGImages/v", None, 2)
-    (source / "Annotations/v").mkdir(parents=True)
-    for t in range(2):
-        Image.fromarray(labels(t).astype(np.uint16)).save(source / f"Annotations/v/{t:05d}.png")
+    write_video_with_masks(source / "JPEGImages/v", source / "Annotations/v", lambda t: labels(t).astype(np.uint16))
     prepare(source, tmp_path / "ok", format="ytvos")
     assert np.array_equal(read_label_mask(tmp_path / "ok/Annotations/v/00000.png"), labels(0))
     Image.fromarray(labels(1).astype(np.uint16) * 300).save(source / "Annotations/v/00001.png")

@@ -21,7 +21,15 @@ from sam2tool.data.layout import load_manifest, read_split
 from sam2tool.errors import DataError, UsageError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
 from tests.conftest import REPO
-from tests.data.builders import frame_pixels, labels, make_davis, make_ytvos, write_video
+from tests.data.builders import (
+    binary_mask,
+    frame_pixels,
+    labels,
+    make_davis,
+    make_ytvos,
+    write_video,
+    write_video_with_masks,
+)
 from tests.data.test_formats_coco_sav import make_coco, make_sav
 
 
@@ -49,23 +57,16 @@ def test_force_never_deletes_the_source_or_foreign_folders(tmp_path: Path) -> No
 
 def test_soft_edged_grayscale_masks_are_refused(tmp_path: Path) -> None:
     source = tmp_path / "yt"
-    write_video(source / "JPEGImages/v", None, 2)
-    (source / "Annotations/v").mkdir(parents=True)
-    for t in range(2):
-        soft = cv2.GaussianBlur(((labels(t, objects=1) > 0) * 255).astype(np.uint8), (3, 3), 0)
-        Image.fromarray(soft).save(source / f"Annotations/v/{t:05d}.png")
+    write_video_with_masks(
+        source / "JPEGImages/v", source / "Annotations/v", lambda t: cv2.GaussianBlur(binary_mask(t), (3, 3), 0)
+    )
     with pytest.raises(DataError, match="looks like a soft or anti-aliased binary mask"):
         prepare(source, tmp_path / "out", format="ytvos")
 
 
 def test_16_bit_binary_mask_is_one_object(tmp_path: Path) -> None:
     source = tmp_path / "yt"
-    write_video(source / "JPEGImages/v", None, 2)
-    (source / "Annotations/v").mkdir(parents=True)
-    for t in range(2):
-        Image.fromarray(((labels(t, objects=1) > 0) * 255).astype(np.uint16)).save(
-            source / f"Annotations/v/{t:05d}.png"
-        )
+    write_video_with_masks(source / "JPEGImages/v", source / "Annotations/v", lambda t: binary_mask(t, np.uint16))
     prepare(source, tmp_path / "out", format="ytvos")
     assert load_manifest(tmp_path / "out").videos["v"].objects.keys() == {1}
 

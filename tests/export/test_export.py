@@ -19,8 +19,8 @@ from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, read_spli
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import read_state_dict
 from sam2tool.services.train import TrainResult, train
-from tests.conftest import BASE_SIZE
-from tests.services.test_train import SIZE, micro_settings
+from tests.conftest import BASE_SIZE, micro_run_settings
+from tests.conftest import RUN_SIZE as SIZE
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_model_card_names_base_model_data_config_and_validation(
 
 def test_lora_adapters_are_merged(data: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft")
-    settings = micro_settings(
+    settings = micro_run_settings(
         data,
         tmp_path / "runs",
         "model.checkpoint=official",  # LoRA on the packaged base, so the masks compared below are real

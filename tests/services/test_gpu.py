@@ -11,7 +11,7 @@ import torch
 
 from sam2tool.config.loading import load_settings
 from sam2tool.data.images import read_label_mask
-from tests.conftest import prepare_synthetic
+from tests.conftest import micro_run_settings, prepare_synthetic
 
 pytestmark = pytest.mark.gpu
 
@@ -26,25 +26,17 @@ def test_bf16_training_on_cuda_with_validation(tmp_path: Path) -> None:
     from sam2tool.services.train import train
 
     data = prepare_synthetic(tmp_path / "data", videos=4, frames=8, size=128, val_fraction=0.5)
-    settings = load_settings(
-        None,
-        [
-            "model.size=micro",
-            "model.checkpoint=null",
-            f"dataset.root={data}",
-            "dataset.image_size=128",
-            "dataset.num_workers=2",
-            "dataset.multiplier=4",
-            "trainer.accelerator=cuda",
-            "trainer.devices=1",
-            "trainer.precision=bf16-mixed",
-            "trainer.max_epochs=null",
-            "trainer.max_steps=6",
-            "trainer.val_check_interval=3",
-            "scheduler.warmup_steps=2",
-            "logging.progress=false",
-            f"output.dir={tmp_path / 'runs'}",
-        ],
+    settings = micro_run_settings(
+        data,
+        tmp_path / "runs",
+        "dataset.image_size=128",
+        "dataset.num_workers=2",
+        "trainer.accelerator=cuda",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "scheduler.warmup_steps=2",
+        cpu=False,
     )
     result = train(settings)
     assert result.global_step == 6

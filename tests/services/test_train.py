@@ -15,43 +15,12 @@ from sam2tool.cli import app
 from sam2tool.config.loading import load_settings
 from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import Sam2ToolSettings
-from sam2tool.errors import DataError
+from sam2tool.errors import DataError, UsageError
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import load_into, read_state_dict
 from sam2tool.services.train import TrainResult, check_resume_config, run_dir_of, train
-from tests.conftest import prepare_synthetic
-
-SIZE = 64
-
-
-def micro_settings(data: Path, output: Path, *overrides: str) -> Sam2ToolSettings:
-    """Micro model, 64 px, 3-frame clips, no workers: a training step in well under a second."""
-    return load_settings(
-        None,
-        [
-            "model.size=micro",
-            "model.checkpoint=null",
-            "model.drop_path_rate=0.1",
-            f"dataset.root={data}",
-            f"dataset.image_size={SIZE}",
-            "dataset.video_clip_length=3",
-            "dataset.max_num_objects=2",
-            "dataset.num_workers=0",
-            "dataset.multiplier=4",
-            "trainer.accelerator=cpu",
-            "trainer.devices=1",
-            "trainer.max_epochs=null",
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=2",
-            "trainer.log_every_n_steps=1",
-            "optimizer.lr=1e-3",
-            "scheduler.warmup_steps=1",
-            "logging.progress=false",
-            f"output.dir={output}",
-            "output.checkpoint_every_n_steps=1",
-            *overrides,
-        ],
-    )
+from tests.conftest import RUN_SIZE as SIZE
+from tests.conftest import micro_run_settings, prepare_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +30,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Sam2ToolSettings]:
-    settings = micro_settings(data, tmp_path_factory.mktemp("runs"))
+    settings = micro_run_settings(data, tmp_path_factory.mktemp("runs"))
     return train(settings), settings
 
 
@@ -121,7 +90,7 @@ def test_training_changes_the_weights(finished: tuple[TrainResult, Sam2ToolSetti
 
 
 def test_frozen_modules_do_not_change(data: Path, tmp_path: Path) -> None:
-    settings = micro_settings(
+    settings = micro_run_settings(
         data,
         tmp_path,
         "model.trainable_modules=[sam_mask_decoder]",
@@ -144,7 +113,7 @@ def test_frozen_modules_do_not_change(data: Path, tmp_path: Path) -> None:
 
 def test_lora_run_saves_merged_weights_the_plain_model_loads(data: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft")
-    settings = micro_settings(
+    settings = micro_run_settings(
         data,
         tmp_path,
         "model.lora_targets=[image_encoder,sam_mask_decoder]",
@@ -193,7 +162,7 @@ def test_cli_train_prints_the_run_and_exit_code_0(data: Path, tmp_path: Path) ->
 
 def test_empty_training_split_is_refused(data: Path, tmp_path: Path) -> None:
     (data / "splits" / "empty.txt").write_text("")
-    settings = micro_settings(data, tmp_path, "dataset.train_split=empty")
+    settings = micro_run_settings(data, tmp_path, "dataset.train_split=empty")
     with pytest.raises(DataError, match=r"splits/empty\.txt lists no video"):
         train(settings)
 
@@ -206,7 +175,7 @@ def test_validation_videos_without_annotations_are_refused(tmp_path: Path) -> No
     (val,) = (data / "splits" / "val.txt").read_text().split()
     manifest["videos"][val]["annotated"] = []
     (data / "manifest.json").write_text(json.dumps(manifest))
-    settings = micro_settings(data, tmp_path / "runs")
+    settings = micro_run_settings(data, tmp_path / "runs")
     with pytest.raises(DataError, match=f"without annotated frames \\({val}\\)"):
         train(settings)
 
@@ -227,21 +196,21 @@ def test_resume_of_a_missing_path_or_a_folder_without_checkpoints(tmp_path: Path
     (run / "config.yaml").write_text("model:\n  size: micro\n  checkpoint: null\n")
     empty = CliRunner().invoke(app, ["resume", str(run)])
     assert empty.exit_code == 2 and "has no checkpoint" in empty.output
-    with pytest.raises(Exception, match="not a sam2tool run folder"):
+    with pytest.raises(UsageError, match="not a sam2tool run folder"):
         run_dir_of(tmp_path)
 
 
 def test_resume_refuses_other_models_and_silent_config_changes(data: Path, tmp_path: Path) -> None:
-    saved = micro_settings(data, tmp_path).model_dump(mode="json")
-    other_size = micro_settings(data, tmp_path, "model.size=tiny", "model.checkpoint=null")
-    with pytest.raises(Exception, match=r"different model \(model\.size: checkpoint 'micro', now 'tiny'\)"):
+    saved = micro_run_settings(data, tmp_path).model_dump(mode="json")
+    other_size = micro_run_settings(data, tmp_path, "model.size=tiny", "model.checkpoint=null")
+    with pytest.raises(UsageError, match=r"different model \(model\.size: checkpoint 'micro', now 'tiny'\)"):
         check_resume_config(saved, other_size, {"model.size"})
-    edited = micro_settings(data, tmp_path, "optimizer.lr=5e-4")
-    with pytest.raises(Exception, match=r"config\.yaml no longer matches the checkpoint \(optimizer\.lr"):
+    edited = micro_run_settings(data, tmp_path, "optimizer.lr=5e-4")
+    with pytest.raises(UsageError, match=r"config\.yaml no longer matches the checkpoint \(optimizer\.lr"):
         check_resume_config(saved, edited, set())
-    with pytest.raises(Exception, match=r"optimizer\.lr cannot change on resume"):
+    with pytest.raises(UsageError, match=r"optimizer\.lr cannot change on resume"):
         check_resume_config(saved, edited, {"optimizer.lr"})
-    longer = micro_settings(data, tmp_path, "trainer.max_steps=10")
+    longer = micro_run_settings(data, tmp_path, "trainer.max_steps=10")
     check_resume_config(saved, longer, {"trainer.max_steps"})  # deliberate: allowed
 
 
@@ -262,7 +231,7 @@ def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
         return terms
 
     monkeypatch.setattr(SAM2Loss, "forward", poisoned)
-    settings = micro_settings(data, tmp_path, "trainer.limit_val_batches=0")
+    settings = micro_run_settings(data, tmp_path, "trainer.limit_val_batches=0")
     with pytest.raises(Sam2ToolError, match=r"not finite at step 2 .*last good checkpoint is .*last\.ckpt \(step 2\)"):
         train(settings)
 
@@ -275,7 +244,7 @@ def test_out_of_memory_gives_advice(data: Path, tmp_path: Path, monkeypatch: pyt
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(lightning_module, "forward_clip", exhausted)
-    settings = micro_settings(data, tmp_path, "trainer.limit_val_batches=0")
+    settings = micro_run_settings(data, tmp_path, "trainer.limit_val_batches=0")
     with pytest.raises(Sam2ToolError, match=r"out of memory.*dataset\.image_size.*activation_checkpointing.*LoRA"):
         train(settings)
 
@@ -301,7 +270,7 @@ def test_run_folders_are_dated_unique_and_shared_by_ranks(tmp_path: Path, monkey
 
 
 def test_early_stopping_ends_the_run_when_j_and_f_stalls(data: Path, tmp_path: Path) -> None:
-    settings = micro_settings(
+    settings = micro_run_settings(
         data,
         tmp_path,
         "trainer.max_steps=40",
@@ -331,12 +300,14 @@ def test_random_weights_before_training_are_what_evaluate_and_predict_use(
         return built
 
     monkeypatch.setattr(lightning_module, "build_model", recording_build)
-    settings = micro_settings(data, tmp_path, "trainer.max_steps=2", "trainer.limit_val_batches=0", "trainer.seed=5")
+    settings = micro_run_settings(
+        data, tmp_path, "trainer.max_steps=2", "trainer.limit_val_batches=0", "trainer.seed=5"
+    )
     train(settings)
     predictor = load_predictor(settings, SIZE, "cpu").state_dict()
     assert initial.keys() == predictor.keys()
     assert all(torch.equal(initial[k], predictor[k]) for k in initial)
-    other = load_predictor(micro_settings(data, tmp_path, "trainer.seed=6"), SIZE, "cpu").state_dict()
+    other = load_predictor(micro_run_settings(data, tmp_path, "trainer.seed=6"), SIZE, "cpu").state_dict()
     assert not all(torch.equal(initial[k], other[k]) for k in initial)
 
 
@@ -351,7 +322,7 @@ def test_every_trainer_setting_reaches_the_lightning_trainer(tmp_path: Path) -> 
     # seed and early stopping are used by sam2tool itself; the others are Trainer arguments (some mapped).
     mapped = {"strategy", "max_epochs", "max_steps", "limit_val_batches", "detect_anomaly"}
     assert set(TrainerSettings.model_fields) == {*TRAINER_ARGUMENTS, *mapped, "seed", "early_stopping_patience"}
-    settings = micro_settings(
+    settings = micro_run_settings(
         tmp_path,
         tmp_path,
         "trainer.accumulate_grad_batches=3",

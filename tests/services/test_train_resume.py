@@ -18,39 +18,23 @@ import torch
 
 from sam2tool.config.loading import load_settings
 from sam2tool.config.yaml_writer import render_settings_yaml
-from tests.conftest import BASE_SIZE, REPO, prepare_synthetic
+from tests.conftest import BASE_SIZE, REPO, micro_run_settings, prepare_synthetic
+from tests.conftest import RUN_SIZE as SIZE
 
-SIZE = 64
 STEPS = 8
 
 
 def write_config(path: Path, data: Path, output: Path, *extra: str) -> Path:
-    settings = load_settings(
-        None,
-        [
-            "model.size=micro",
-            "model.checkpoint=null",
-            "model.drop_path_rate=0.2",  # drop-path, augmentation and prompt sampling all on
-            f"dataset.root={data}",
-            f"dataset.image_size={SIZE}",
-            "dataset.video_clip_length=3",
-            "dataset.max_num_objects=2",
-            "dataset.num_workers=0",
-            "dataset.multiplier=8",  # 16 batches per epoch: every checkpoint is mid-epoch
-            "trainer.accelerator=cpu",
-            "trainer.devices=1",
-            "trainer.max_epochs=null",
-            f"trainer.max_steps={STEPS}",
-            "trainer.val_check_interval=4",
-            "trainer.log_every_n_steps=1",
-            "optimizer.lr=1e-3",
-            "scheduler.warmup_steps=2",
-            "logging.progress=false",
-            "logging.level=DEBUG",
-            f"output.dir={output}",
-            "output.checkpoint_every_n_steps=1",
-            *extra,
-        ],
+    settings = micro_run_settings(
+        data,
+        output,
+        "model.drop_path_rate=0.2",  # drop-path, augmentation and prompt sampling all on
+        "dataset.multiplier=8",  # 16 batches per epoch: every checkpoint is mid-epoch
+        f"trainer.max_steps={STEPS}",
+        "trainer.val_check_interval=4",
+        "scheduler.warmup_steps=2",
+        "logging.level=DEBUG",
+        *extra,
     )
     path.write_text(render_settings_yaml(settings, "test run"))
     return path
@@ -77,6 +61,24 @@ def finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, s
 def only_run(output: Path) -> Path:
     (run,) = output.glob("*/*")
     return run
+
+
+def train_to_the_end(folder: Path, data: Path, *extra: str, env: dict[str, str] | None = None) -> Path:
+    """Train with ``folder/config.yaml`` (``write_config`` with ``extra``) to the end; return its run folder."""
+    config = write_config(folder / "config.yaml", data, folder / "runs", *extra)
+    code, output = finish(sam2tool("train", "--config", str(config), env=env))
+    assert code == 0, output
+    return only_run(folder / "runs")
+
+
+def train_until(folder: Path, data: Path, step: int) -> tuple[subprocess.Popen[str], Path]:
+    """Start training with ``folder/config.yaml`` (``write_config``); return the process and its run folder.
+
+    It returns once the run has checkpointed ``step``, with the process still running.
+    """
+    config = write_config(folder / "config.yaml", data, folder / "runs")
+    process = sam2tool("train", "--config", str(config))
+    return process, wait_for_step(folder / "runs", step, process)
 
 
 def wait_for_step(run_parent: Path, step: int, process: subprocess.Popen[str], timeout: float = 240) -> Path:
@@ -110,11 +112,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    folder = tmp_path_factory.mktemp("uninterrupted")
-    config = write_config(folder / "config.yaml", data, folder / "runs")
-    code, output = finish(sam2tool("train", "--config", str(config)))
-    assert code == 0, output
-    return final_state(only_run(folder / "runs"))
+    return final_state(train_to_the_end(tmp_path_factory.mktemp("uninterrupted"), data))
 
 
 def assert_identical(resumed: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
@@ -126,9 +124,7 @@ def assert_identical(resumed: dict[str, torch.Tensor], expected: dict[str, torch
 def test_sigterm_saves_exits_143_and_resume_is_bit_identical(
     data: Path, tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
 ) -> None:
-    config = write_config(tmp_path / "config.yaml", data, tmp_path / "runs")
-    process = sam2tool("train", "--config", str(config))
-    run = wait_for_step(tmp_path / "runs", 3, process)
+    process, run = train_until(tmp_path, data, 3)
     process.send_signal(signal.SIGTERM)
     code, output = finish(process)
     assert code == 143, output
@@ -147,9 +143,7 @@ def test_sigterm_saves_exits_143_and_resume_is_bit_identical(
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_is_bit_identical(
     data: Path, tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
 ) -> None:
-    config = write_config(tmp_path / "config.yaml", data, tmp_path / "runs")
-    process = sam2tool("train", "--config", str(config))
-    run = wait_for_step(tmp_path / "runs", 2, process)
+    process, run = train_until(tmp_path, data, 2)
     time.sleep(0.3)  # somewhere in the next step, possibly while a checkpoint is being written
     process.kill()
     finish(process)
@@ -161,17 +155,9 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_is_bit_identical(
 
 
 def test_resume_can_train_longer_but_not_change_the_recipe(data: Path, tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "config.yaml",
-        data,
-        tmp_path / "runs",
-        "trainer.max_steps=2",
-        "trainer.limit_val_batches=0",
-        "scheduler.warmup_steps=1",
+    run = train_to_the_end(
+        tmp_path, data, "trainer.max_steps=2", "trainer.limit_val_batches=0", "scheduler.warmup_steps=1"
     )
-    code, output = finish(sam2tool("train", "--config", str(config)))
-    assert code == 0, output
-    run = only_run(tmp_path / "runs")
     code, output = finish(sam2tool("resume", str(run), "optimizer.lr=1"))
     assert code == 2 and "optimizer.lr cannot change on resume" in output
     code, output = finish(sam2tool("resume", str(run), "--max-steps", "3"))
@@ -185,10 +171,9 @@ def test_resume_from_the_base_keeps_choosing_the_best_checkpoint_by_validation_j
 ) -> None:
     # The packaged base tracks, so validation J&F differs from one validation to the next and the
     # best checkpoint is a real choice that the resumed run must continue (random weights score 0).
-    config = write_config(
-        tmp_path / "config.yaml",
+    run = train_to_the_end(
+        tmp_path,
         base_data,
-        tmp_path / "runs",
         "model.checkpoint=official",
         "model.drop_path_rate=0.0",
         f"dataset.image_size={BASE_SIZE}",
@@ -196,9 +181,6 @@ def test_resume_from_the_base_keeps_choosing_the_best_checkpoint_by_validation_j
         "trainer.val_check_interval=2",
         "optimizer.lr=3e-3",
     )
-    code, output = finish(sam2tool("train", "--config", str(config)))
-    assert code == 0, output
-    run = only_run(tmp_path / "runs")
     # last.ckpt is written after the best checkpoint of its validation, so the state a resume
     # continues from names the best file that is there (not the one of the validation before)
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
@@ -217,19 +199,15 @@ def test_resume_from_the_base_keeps_choosing_the_best_checkpoint_by_validation_j
 
 
 def test_ddp_on_two_cpu_processes(data: Path, tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "config.yaml",
+    run = train_to_the_end(  # one run folder for both ranks
+        tmp_path,
         data,
-        tmp_path / "runs",
         "trainer.devices=2",
         "trainer.strategy=ddp",
         "trainer.max_steps=3",
         "trainer.val_check_interval=3",
         "dataset.multiplier=4",
     )
-    code, output = finish(sam2tool("train", "--config", str(config)))
-    assert code == 0, output
-    run = only_run(tmp_path / "runs")  # one run folder for both ranks
     with (run / "metrics.csv").open(newline="") as fh:
         table = list(csv.DictReader(fh))
     losses = [float(r["loss"]) for r in table if r["loss"]]
@@ -240,22 +218,19 @@ def test_ddp_on_two_cpu_processes(data: Path, tmp_path: Path) -> None:
 
 
 def test_wandb_offline_run_is_written_without_network(data: Path, tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "config.yaml",
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(tmp_path)}
+    run = train_to_the_end(
+        tmp_path,
         data,
-        tmp_path / "runs",
         "trainer.max_steps=2",
         "scheduler.warmup_steps=1",
         "trainer.limit_val_batches=0",
         "logging.wandb=true",
         "logging.wandb_mode=offline",
+        env=env,
     )
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(tmp_path)}
-    code, output = finish(sam2tool("train", "--config", str(config), env=env))
-    assert code == 0, output
-    run = only_run(tmp_path / "runs")
     (offline,) = (run / "wandb").glob("offline-run-*")
     assert list(offline.glob("*.wandb"))
-    code, output = finish(sam2tool("train", "--config", str(config), "--no-wandb", env=env))
+    code, output = finish(sam2tool("train", "--config", str(tmp_path / "config.yaml"), "--no-wandb", env=env))
     assert code == 0, output
     assert not any((p / "wandb").exists() for p in (tmp_path / "runs").glob("*/*") if p != run)
