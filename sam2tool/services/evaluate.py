@@ -35,7 +35,7 @@ from typing import Any
 from sam2tool import __version__
 from sam2tool.atomic import atomic_path, atomic_write_text
 from sam2tool.config.loading import load_settings
-from sam2tool.data.layout import MANIFEST_FILE, MASKS_DIR, natural_key, read_split
+from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, natural_key, read_split
 from sam2tool.data.masks import MaskFolder
 from sam2tool.errors import DataError, UsageError
 from sam2tool.metrics.evaluation import Protocol, overall, score_video
@@ -272,7 +272,6 @@ def predict_split(
     on_video: Callable[[str, int, int], None] | None = None,
 ) -> None:
     """Run the predictor on each video of a prepared folder, prompted from its ground truth."""
-    from sam2tool.data.layout import FRAMES_DIR
     from sam2tool.models.streaming import FolderFrames
 
     for index, video in enumerate(videos):

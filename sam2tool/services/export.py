@@ -22,9 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sam2tool import __version__
 from sam2tool.atomic import atomic_folder, check_replaceable
+from sam2tool.config.loading import load_settings
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.data.layout import manifest_fingerprint
 from sam2tool.errors import ExportError, UsageError
 from sam2tool.export.weights import (
     SAFETENSORS_WEIGHTS,
@@ -37,6 +41,7 @@ from sam2tool.export.weights import (
     write_safetensors,
     write_sam2,
 )
+from sam2tool.metrics.statistics import finite
 from sam2tool.models.checkpoints import MODEL_CARD, checkpoint_settings, earlier_card, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -101,8 +106,6 @@ def export_settings(
         UsageError: The checkpoint has no settings and no config was given.
 
     """
-    from sam2tool.config.loading import load_settings
-
     trained, meta = checkpoint_settings(checkpoint)
     flags: dict[str, Any] = {}
     if trained is not None:
@@ -152,8 +155,6 @@ def export_model(
         ExportError: A file could not be written or failed its check.
 
     """
-    import torch
-
     from sam2tool.models.build import build_model, build_with_official_loader
 
     stage = on_stage or (lambda text: None)
@@ -210,8 +211,6 @@ def export_model(
 
 def _check_equal(loaded: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:
     """Every expected tensor is present in ``loaded`` with equal values (after the dtype of ``loaded``)."""
-    import torch
-
     for key, value in expected.items():
         if key not in loaded:
             raise ExportError(f"{what}: weight {key} is missing after loading")
@@ -230,9 +229,6 @@ def model_card(
     onnx_report: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What the model is, where it came from and how it did, as plain JSON data."""
-    from sam2tool.data.layout import manifest_fingerprint
-    from sam2tool.metrics.statistics import finite
-
     earlier = earlier_card(checkpoint) if meta is None else {}  # re-exporting an export keeps its lineage
     meta = dict(meta or {})
     trained = meta.get("config") or earlier.get("training_config")
