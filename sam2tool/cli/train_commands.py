@@ -5,41 +5,23 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
 from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.config.choices import Accelerator, Precision, Strategy
 
 
-class PrecisionName(str, Enum):
-    """Lightning precisions."""
-
-    full = "32-true"
-    bf16_mixed = "bf16-mixed"
-    fp16_mixed = "16-mixed"
-    bf16_true = "bf16-true"
-    fp16_true = "16-true"
+def _members(choices: Any) -> dict[str, str]:
+    """Members of a str enum, one named and valued as each value of the ``Literal`` type ``choices``."""
+    return {value: value for value in get_args(choices)}
 
 
-class AcceleratorName(str, Enum):
-    """Lightning accelerators."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    gpu = "gpu"
-    mps = "mps"
-
-
-class StrategyName(str, Enum):
-    """Lightning distribution strategies."""
-
-    auto = "auto"
-    ddp = "ddp"
-    ddp_spawn = "ddp_spawn"
-    ddp_find_unused_parameters_true = "ddp_find_unused_parameters_true"
-    fsdp = "fsdp"
+# The flags take exactly the values their settings accept (tests/cli/test_choices.py).
+PrecisionName = Enum("PrecisionName", _members(Precision), type=str)  # type: ignore[misc]
+AcceleratorName = Enum("AcceleratorName", _members(Accelerator), type=str)  # type: ignore[misc]
+StrategyName = Enum("StrategyName", _members(Strategy), type=str)  # type: ignore[misc]
 
 
 Overrides = Annotated[

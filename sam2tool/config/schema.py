@@ -18,15 +18,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from sam2tool.config.choices import Accelerator, Precision, Strategy
 from sam2tool.config.cross_checks import cross_field_problems
 from sam2tool.config.registry import COMPONENTS, ModelSize, ModelVersion
 
 ENV_PREFIX = "SAM2TOOL_"
 ENV_NESTED_DELIMITER = "__"
-
-Precision = Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true"]
-Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
-Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -58,8 +55,65 @@ class CrossFieldProblems(ValueError):
         self.problems = problems
 
 
-class ModelSettings(Section):
-    """Which SAM 2 model to build, which weights to start from and which parts to train."""
+class PromptSimulationSettings(Section):
+    """How training prompts each clip: the prompt simulation of Meta's ``SAM2Train``, ported.
+
+    These are keys of the ``model`` section. Each field's ``official`` metadata names the
+    ``SAM2Train`` option it ports; ``sam2tool.models.train_forward.PromptSimulation`` is built from
+    these fields. Defaults: the SAM 2.1 MOSE recipe.
+    """
+
+    prob_to_use_pt_input: float = Field(
+        default=0.5, ge=0, le=1, json_schema_extra={"official": "prob_to_use_pt_input_for_train"}
+    )
+    """Training prompts: probability that a clip is prompted with clicks or a box instead of the
+    ground-truth mask on its conditioning frames (single images always use clicks)."""
+
+    prob_to_use_box_input: float = Field(
+        default=0.5, ge=0, le=1, json_schema_extra={"official": "prob_to_use_box_input_for_train"}
+    )
+    """Training prompts: when a clip is prompted with clicks, probability of a noisy ground-truth box
+    instead of one click on each conditioning frame."""
+
+    num_init_cond_frames: PositiveInt = Field(
+        default=2, json_schema_extra={"official": "num_init_cond_frames_for_train"}
+    )
+    """Training prompts: conditioning frames per clip (the first frame and randomly chosen others)."""
+
+    rand_init_cond_frames: bool = Field(default=True, json_schema_extra={"official": "rand_init_cond_frames_for_train"})
+    """Training prompts: draw the number of conditioning frames from 1..model.num_init_cond_frames."""
+
+    num_frames_to_correct: PositiveInt = Field(
+        default=2, json_schema_extra={"official": "num_frames_to_correct_for_train"}
+    )
+    """Training prompts: frames that receive correction clicks when a clip is prompted with clicks
+    (the conditioning frames, then random others)."""
+
+    rand_frames_to_correct: bool = Field(
+        default=True, json_schema_extra={"official": "rand_frames_to_correct_for_train"}
+    )
+    """Training prompts: draw the number of corrected frames from (conditioning frames)..model.num_frames_to_correct."""
+
+    add_all_frames_to_correct_as_cond: bool = Field(
+        default=True, json_schema_extra={"official": "add_all_frames_to_correct_as_cond"}
+    )
+    """Training prompts: a frame that receives correction clicks becomes a conditioning frame."""
+
+    num_correction_pt_per_frame: int = Field(
+        default=7, ge=0, json_schema_extra={"official": "num_correction_pt_per_frame"}
+    )
+    """Training prompts: correction clicks per corrected frame, each sampled from the error region of
+    the previous prediction."""
+
+    prob_to_sample_from_gt: float = Field(
+        default=0.1, ge=0, le=1, json_schema_extra={"official": "prob_to_sample_from_gt_for_train"}
+    )
+    """Training prompts: probability that a correction click is sampled from the ground-truth mask
+    instead of the error region."""
+
+
+class _ModelBuildSettings(Section):
+    """The ``model`` keys that come before the prompt simulation (see ModelSettings)."""
 
     size: ModelSize = "tiny"
     """Model size: tiny, small, base_plus, large (Meta's sizes) or micro (a 1.3 M parameter SAM 2.1
@@ -111,40 +165,6 @@ class ModelSettings(Section):
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     """Dropout on the LoRA adapters' input during training."""
 
-    # Prompt simulation during training (the official SAM2Train); defaults: the SAM 2.1 MOSE recipe.
-
-    prob_to_use_pt_input: float = Field(default=0.5, ge=0, le=1)
-    """Training prompts: probability that a clip is prompted with clicks or a box instead of the
-    ground-truth mask on its conditioning frames (single images always use clicks)."""
-
-    prob_to_use_box_input: float = Field(default=0.5, ge=0, le=1)
-    """Training prompts: when a clip is prompted with clicks, probability of a noisy ground-truth box
-    instead of one click on each conditioning frame."""
-
-    num_init_cond_frames: PositiveInt = 2
-    """Training prompts: conditioning frames per clip (the first frame and randomly chosen others)."""
-
-    rand_init_cond_frames: bool = True
-    """Training prompts: draw the number of conditioning frames from 1..model.num_init_cond_frames."""
-
-    num_frames_to_correct: PositiveInt = 2
-    """Training prompts: frames that receive correction clicks when a clip is prompted with clicks
-    (the conditioning frames, then random others)."""
-
-    rand_frames_to_correct: bool = True
-    """Training prompts: draw the number of corrected frames from (conditioning frames)..model.num_frames_to_correct."""
-
-    add_all_frames_to_correct_as_cond: bool = True
-    """Training prompts: a frame that receives correction clicks becomes a conditioning frame."""
-
-    num_correction_pt_per_frame: int = Field(default=7, ge=0)
-    """Training prompts: correction clicks per corrected frame, each sampled from the error region of
-    the previous prediction."""
-
-    prob_to_sample_from_gt: float = Field(default=0.1, ge=0, le=1)
-    """Training prompts: probability that a correction click is sampled from the ground-truth mask
-    instead of the error region."""
-
     @field_validator("download_url")
     @classmethod
     def _url_scheme(cls, value: str | None) -> str | None:
@@ -166,6 +186,13 @@ class ModelSettings(Section):
                     + " (or use 'all')"
                 )
         return value
+
+
+class ModelSettings(PromptSimulationSettings, _ModelBuildSettings):
+    """Which SAM 2 model to build, which weights to start from and which parts to train."""
+
+    # pydantic takes inherited fields from the last base to the first: the keys of
+    # _ModelBuildSettings, then the prompt simulation (the order of init-config's YAML and the reference).
 
 
 class DataSource(Section):

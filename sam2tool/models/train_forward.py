@@ -14,58 +14,46 @@ it exactly) and the global torch generator for click and box sampling.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from pydantic import ConfigDict
 from sam2.modeling.sam2_utils import get_next_point, sample_box_points
 from sam2.utils.misc import concat_points
 
-from sam2tool.config.schema import ModelSettings
+from sam2tool.config.schema import ModelSettings, PromptSimulationSettings
 
 #: Keys of a frame's outputs that the loss reads (lists with one entry per correction step).
 OUTPUT_KEYS = ("multistep_pred_multimasks_high_res", "multistep_pred_ious", "multistep_object_score_logits")
 
 
-@dataclass(frozen=True)
-class PromptSimulation:
-    """How training prompts each clip (the ``*_for_train`` options of ``SAM2Train``)."""
+class PromptSimulation(PromptSimulationSettings):
+    """How training prompts each clip (the ``*_for_train`` options of ``SAM2Train``).
 
-    prob_to_use_pt_input: float = 0.5
-    prob_to_use_box_input: float = 0.5
-    num_init_cond_frames: int = 2
-    rand_init_cond_frames: bool = True
-    num_frames_to_correct: int = 2
-    rand_frames_to_correct: bool = True
-    add_all_frames_to_correct_as_cond: bool = True
-    num_correction_pt_per_frame: int = 7
-    prob_to_sample_from_gt: float = 0.1
+    Its fields, with their defaults and bounds, are the prompt-simulation keys of the ``model`` section.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> PromptSimulation:
         """The prompt simulation configured in the ``model`` section."""
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+        return cls(**{name: getattr(settings, name) for name in PromptSimulationSettings.model_fields})
 
     def official_overrides(self) -> list[str]:
         """Hydra overrides that give Meta's ``SAM2Train`` this prompt simulation (the reference in tests)."""
-        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values = {name: getattr(self, name) for name in PromptSimulationSettings.model_fields}
         return [
             f"++model.{OFFICIAL_OPTION_NAMES[name]}={str(value).lower() if isinstance(value, bool) else value}"
             for name, value in values.items()
         ]
 
 
-#: The option of Meta's ``SAM2Train`` each ``PromptSimulation`` field ports.
-OFFICIAL_OPTION_NAMES = {
-    "prob_to_use_pt_input": "prob_to_use_pt_input_for_train",
-    "prob_to_use_box_input": "prob_to_use_box_input_for_train",
-    "num_init_cond_frames": "num_init_cond_frames_for_train",
-    "rand_init_cond_frames": "rand_init_cond_frames_for_train",
-    "num_frames_to_correct": "num_frames_to_correct_for_train",
-    "rand_frames_to_correct": "rand_frames_to_correct_for_train",
-    "add_all_frames_to_correct_as_cond": "add_all_frames_to_correct_as_cond",
-    "num_correction_pt_per_frame": "num_correction_pt_per_frame",
-    "prob_to_sample_from_gt": "prob_to_sample_from_gt_for_train",
+#: The option of Meta's ``SAM2Train`` each ``PromptSimulation`` field ports (the fields' ``official`` metadata).
+OFFICIAL_OPTION_NAMES: dict[str, str] = {
+    name: str(cast(dict[str, Any], info.json_schema_extra)["official"])
+    for name, info in PromptSimulationSettings.model_fields.items()
 }
 
 

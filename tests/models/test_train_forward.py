@@ -10,7 +10,7 @@ import torch
 
 from sam2tool.config.schema import ModelSettings
 from sam2tool.models.build import build_model
-from sam2tool.models.train_forward import PromptSimulation, forward_clip, plan_prompts
+from sam2tool.models.train_forward import OFFICIAL_OPTION_NAMES, PromptSimulation, forward_clip, plan_prompts
 
 pytest.importorskip("training.model.sam2")
 
@@ -107,3 +107,15 @@ def test_plan_covers_conditioning_and_corrected_frames() -> None:
         assert sorted(plan.init_cond_frames + plan.frames_not_in_init_cond) == list(range(6))
         counts.add(len(plan.init_cond_frames))
     assert counts == {1, 2, 3}
+
+
+def test_prompt_simulation_is_the_model_settings_and_names_sam2train_options() -> None:
+    import inspect
+
+    from training.model.sam2 import SAM2Train
+
+    assert set(PromptSimulation.model_fields) <= set(ModelSettings.model_fields)
+    assert PromptSimulation.from_settings(ModelSettings()) == PromptSimulation()
+    assert set(OFFICIAL_OPTION_NAMES) == set(PromptSimulation.model_fields)
+    options = inspect.signature(SAM2Train.__init__).parameters
+    assert [name for name in OFFICIAL_OPTION_NAMES.values() if name not in options] == []
