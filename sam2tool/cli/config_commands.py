@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, choice_members, console, reporting_errors
 from sam2tool.config.presets import DEFAULT_PRESET, PRESETS
 
-PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
+PresetName = Enum("PresetName", choice_members(PRESETS), type=str)  # type: ignore[misc]
 _DEFAULT_PRESET = PresetName(DEFAULT_PRESET)
 
 _PRESET_HELP = (

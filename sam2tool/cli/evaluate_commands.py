@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from sam2tool.cli.predict_commands import DeviceName
-from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
+from sam2tool.cli.predict_commands import AUTO_DEVICE, DeviceName
+from sam2tool.cli.reporting import DebugOption, choice_members, console, progress_bar, reporting_errors
+from sam2tool.config.choices import EvalProtocol, PromptKind
 
 #: The sections of ``evaluate --help``: the options of each mode, and those both take.
 SCORE_MODE = "Score mode: predicted masks against ground truth"
@@ -19,19 +20,10 @@ MODEL_MODE = "Model mode: a model on held-out videos"
 BOTH_MODE = "Both modes"
 
 
-class ProtocolName(str, Enum):
-    """Scoring protocols."""
-
-    davis = "davis"
-    sav = "sav"
-
-
-class PromptName(str, Enum):
-    """How the ground truth prompts the model in model mode."""
-
-    mask = "mask"
-    box = "box"
-    point = "point"
+ProtocolName = Enum("ProtocolName", choice_members(EvalProtocol), type=str)  # type: ignore[misc]
+_DAVIS = ProtocolName("davis")
+PromptName = Enum("PromptName", choice_members(PromptKind), type=str)  # type: ignore[misc]
+_MASK_PROMPT = PromptName("mask")
 
 
 def evaluate(
@@ -79,7 +71,7 @@ def evaluate(
             rich_help_panel=MODEL_MODE,
             help="Model mode: prompt each object with its first ground-truth mask, box or point.",
         ),
-    ] = PromptName.mask,
+    ] = _MASK_PROMPT,
     baseline: Annotated[
         bool,
         typer.Option(
@@ -90,7 +82,7 @@ def evaluate(
     ] = False,
     device: Annotated[
         DeviceName, typer.Option("--device", rich_help_panel=MODEL_MODE, help="Model mode: auto, cpu, cuda or mps.")
-    ] = DeviceName.auto,
+    ] = AUTO_DEVICE,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -107,7 +99,7 @@ def evaluate(
             rich_help_panel=BOTH_MODE,
             help="davis (davis2017-evaluation) or sav (objects may appear later; SA-V/MOSE).",
         ),
-    ] = ProtocolName.davis,
+    ] = _DAVIS,
     split: Annotated[
         str | None,
         typer.Option(

@@ -9,15 +9,11 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, choice_members, console, reporting_errors
+from sam2tool.config.choices import ExportDtype
 
-
-class DtypeName(str, Enum):
-    """Dtype of the exported weight files."""
-
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+DtypeName = Enum("DtypeName", choice_members(ExportDtype), type=str)  # type: ignore[misc]
+_FP32 = DtypeName("fp32")
 
 
 def export(
@@ -33,7 +29,7 @@ def export(
     ] = "sam2",
     dtype: Annotated[
         DtypeName, typer.Option("--dtype", help="Dtype of the weight files; ONNX graphs are always fp32.")
-    ] = DtypeName.fp32,
+    ] = _FP32,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="Config naming the model, for checkpoints not written by sam2tool train."),

@@ -8,16 +8,11 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
+from sam2tool.cli.reporting import DebugOption, choice_members, console, progress_bar, reporting_errors
+from sam2tool.config.choices import Device
 
-
-class DeviceName(str, Enum):
-    """Where to run the model."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+DeviceName = Enum("DeviceName", choice_members(Device), type=str)  # type: ignore[misc]
+AUTO_DEVICE = DeviceName("auto")
 
 
 def predict_video(
@@ -73,7 +68,7 @@ def predict_video(
     fps: Annotated[float, typer.Option("--fps", min=1.0, help="Frame rate of --save-video.")] = 24.0,
     device: Annotated[
         DeviceName, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")
-    ] = (DeviceName.auto),
+    ] = AUTO_DEVICE,
     force: Annotated[bool, typer.Option("--force", help="Overwrite masks already in OUTPUT.")] = False,
     compile: Annotated[
         bool, typer.Option("--compile", help="Compile the model with torch.compile (CUDA; slow start, faster frames).")

@@ -1,4 +1,4 @@
-"""How commands talk to the terminal: consoles, logging, and turning errors into exit codes.
+"""How commands talk to the terminal: consoles, logging, choices, and turning errors into exit codes.
 
 Errors a user can cause are printed as one clear line each, with exit code 2 (usage/config) or
 1 (runtime). Tracebacks appear only with ``--debug``.
@@ -10,8 +10,8 @@ import contextlib
 import logging
 import signal
 import traceback
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, get_args, get_origin
 
 import typer
 from rich.console import Console
@@ -22,6 +22,16 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show debug logs and full tracebacks.")]
+
+
+def choice_members(choices: Any) -> dict[str, str]:
+    """Members of the str enum that typer shows and checks for a flag: one per value of ``choices``.
+
+    ``choices`` is a ``Literal`` type of :mod:`sam2tool.config.choices` or the names of a registry,
+    so a flag offers exactly what the code below it accepts (tests/cli/test_choices.py).
+    """
+    values: Iterable[Any] = get_args(choices) if get_origin(choices) is not None else choices
+    return {str(value): str(value) for value in values}
 
 
 def progress_bar(*extra: Any, disable: bool = False) -> Any:

@@ -5,23 +5,17 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, choice_members, console, reporting_errors
 from sam2tool.config.choices import Accelerator, Precision, Strategy
 
-
-def _members(choices: Any) -> dict[str, str]:
-    """Members of a str enum, one named and valued as each value of the ``Literal`` type ``choices``."""
-    return {value: value for value in get_args(choices)}
-
-
 # The flags take exactly the values their settings accept (tests/cli/test_choices.py).
-PrecisionName = Enum("PrecisionName", _members(Precision), type=str)  # type: ignore[misc]
-AcceleratorName = Enum("AcceleratorName", _members(Accelerator), type=str)  # type: ignore[misc]
-StrategyName = Enum("StrategyName", _members(Strategy), type=str)  # type: ignore[misc]
+PrecisionName = Enum("PrecisionName", choice_members(Precision), type=str)  # type: ignore[misc]
+AcceleratorName = Enum("AcceleratorName", choice_members(Accelerator), type=str)  # type: ignore[misc]
+StrategyName = Enum("StrategyName", choice_members(Strategy), type=str)  # type: ignore[misc]
 
 
 Overrides = Annotated[

@@ -16,14 +16,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
 
+from sam2tool.config.choices import ExportDtype
 from sam2tool.errors import ExportError
-
-ExportDtype = Literal["fp32", "bf16", "fp16"]
 
 #: ``--dtype`` -> torch dtype of the floating-point tensors written.
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

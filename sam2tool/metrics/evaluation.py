@@ -19,18 +19,16 @@ from __future__ import annotations
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
+from sam2tool.config.choices import EvalProtocol
 from sam2tool.errors import DataError
 from sam2tool.metrics.frame import boundary_radius, score_objects
 from sam2tool.metrics.statistics import mean_recall_decay
 
 #: The label of pixels that are neither background nor an object (DAVIS's void).
 VOID_LABEL = 255
-
-Protocol = Literal["davis", "sav"]
 
 
 class LabelMaps(typing.Protocol):
@@ -90,7 +88,11 @@ class ObjectScores:
 
 
 def score_video(
-    video: str, ground_truth: LabelMaps, predictions: LabelMaps, protocol: Protocol = "davis", bound_th: float = 0.008
+    video: str,
+    ground_truth: LabelMaps,
+    predictions: LabelMaps,
+    protocol: EvalProtocol = "davis",
+    bound_th: float = 0.008,
 ) -> list[ObjectScores]:
     """Score one video's predictions against its ground truth.
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2tool.config.choices import EvalProtocol, PromptKind
 from sam2tool.data.images import read_label_mask
 from sam2tool.data.masks import MaskFolder
 from sam2tool.errors import DataError, UsageError
-from sam2tool.metrics.evaluation import Protocol
 
 
 @dataclass
@@ -83,11 +83,9 @@ def validate_prompts(prompts: Sequence[Prompt], frames: int, width: int, height:
             raise UsageError(f"{name}: no points, box or mask")
 
 
-#: How the ground truth prompts the model: ``mask``, ``box`` or ``point``.
-PromptKind = str
-
-
-def ground_truth_prompts(gt_video: Path, frame_names: list[str], kind: PromptKind, protocol: Protocol) -> list[Prompt]:
+def ground_truth_prompts(
+    gt_video: Path, frame_names: list[str], kind: PromptKind, protocol: EvalProtocol
+) -> list[Prompt]:
     """The semi-supervised prompts of a video: each object's ground truth on its first annotated frame.
 
     DAVIS: the objects of the first ground-truth frame, prompted there. SA-V: every object, prompted

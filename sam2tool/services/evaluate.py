@@ -34,13 +34,14 @@ from typing import Any
 
 from sam2tool import __version__
 from sam2tool.atomic import atomic_path, atomic_write_text
+from sam2tool.config.choices import EvalProtocol, PromptKind
 from sam2tool.config.loading import load_settings
 from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, natural_key, read_split
 from sam2tool.data.masks import MaskFolder
 from sam2tool.errors import DataError, UsageError
-from sam2tool.metrics.evaluation import Protocol, overall, score_video
+from sam2tool.metrics.evaluation import overall, score_video
 from sam2tool.metrics.statistics import finite
-from sam2tool.models.prompts import PromptKind, ground_truth_prompts
+from sam2tool.models.prompts import ground_truth_prompts
 from sam2tool.models.tracking import load_predictor, track
 
 RESULT_KEYS = ("J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
@@ -60,7 +61,7 @@ class Evaluation:
 class EvaluationReport:
     """Scores of every object, per video and overall."""
 
-    protocol: Protocol
+    protocol: EvalProtocol
     ground_truth: Path
     predictions: Path
     per_object: list[dict[str, Any]]
@@ -122,7 +123,7 @@ def ground_truth_videos(ground_truth: Path, split: str | None) -> tuple[Path, li
     return root, videos
 
 
-def _score_one(args: tuple[str, Path, Path, Protocol]) -> list[dict[str, Any]]:
+def _score_one(args: tuple[str, Path, Path, EvalProtocol]) -> list[dict[str, Any]]:
     video, gt_root, pred_root, protocol = args
     ground_truth, predictions = MaskFolder(gt_root / video, "ground truth"), MaskFolder(pred_root / video, "prediction")
     return [s.summary() for s in score_video(video, ground_truth, predictions, protocol)]
@@ -131,7 +132,7 @@ def _score_one(args: tuple[str, Path, Path, Protocol]) -> list[dict[str, Any]]:
 def score_folders(
     predictions: Path,
     ground_truth: Path,
-    protocol: Protocol = "davis",
+    protocol: EvalProtocol = "davis",
     split: str | None = None,
     workers: int = 1,
     on_video: Callable[[str, int, int], None] | None = None,
@@ -268,7 +269,7 @@ def predict_split(
     videos: list[str],
     output: Path,
     kind: PromptKind,
-    protocol: Protocol,
+    protocol: EvalProtocol,
     on_video: Callable[[str, int, int], None] | None = None,
 ) -> None:
     """Run the predictor on each video of a prepared folder, prompted from its ground truth."""
@@ -293,7 +294,7 @@ def evaluate_model(
     checkpoint: str | None = None,
     baseline: bool = False,
     kind: PromptKind = "mask",
-    protocol: Protocol = "davis",
+    protocol: EvalProtocol = "davis",
     device: str = "auto",
     workers: int = 1,
     on_video: Callable[[str, int, int], None] | None = None,
@@ -342,7 +343,7 @@ def evaluate_predictions(
     ground_truth: Path,
     output: Path | None = None,
     *,
-    protocol: Protocol = "davis",
+    protocol: EvalProtocol = "davis",
     split: str | None = None,
     workers: int = 1,
     on_video: Callable[[str, int, int], None] | None = None,
@@ -367,7 +368,7 @@ def evaluate_checkpoint(
     checkpoint: str | None = None,
     baseline: bool = False,
     kind: PromptKind = "mask",
-    protocol: Protocol = "davis",
+    protocol: EvalProtocol = "davis",
     device: str = "auto",
     workers: int = 1,
     on_video: Callable[[str, int, int], None] | None = None,

@@ -26,6 +26,7 @@ import torch
 
 from sam2tool import __version__
 from sam2tool.atomic import atomic_folder, check_replaceable
+from sam2tool.config.choices import ExportDtype
 from sam2tool.config.loading import load_settings
 from sam2tool.config.schema import Sam2ToolSettings
 from sam2tool.data.layout import manifest_fingerprint
@@ -34,7 +35,6 @@ from sam2tool.export.weights import (
     SAFETENSORS_WEIGHTS,
     SAM2_CONFIG,
     SAM2_WEIGHTS,
-    ExportDtype,
     cast_state_dict,
     file_entry,
     write_json,

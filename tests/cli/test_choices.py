@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from sam2tool.cli import COMMANDS, app
+from sam2tool.config.choices import Device, EvalProtocol, ExportDtype, PromptKind
+from sam2tool.config.presets import PRESETS
 from sam2tool.config.schema import Sam2ToolSettings
 
 #: (command, flag, the setting it sets) for every flag whose values are a setting's choices.
@@ -33,6 +35,17 @@ OTHER_FLAGS = {
     ("evaluate", "--protocol"),
     ("export", "--dtype"),
     ("predict-video", "--device"),
+}
+
+
+#: Flags with fixed choices that set no setting -> the values the code below the command line takes.
+VOCABULARIES: dict[tuple[str, str], list[str]] = {
+    ("init-config", "--preset"): list(PRESETS),
+    ("evaluate", "--prompt"): list(typing.get_args(PromptKind)),
+    ("evaluate", "--device"): list(typing.get_args(Device)),
+    ("evaluate", "--protocol"): list(typing.get_args(EvalProtocol)),
+    ("export", "--dtype"): list(typing.get_args(ExportDtype)),
+    ("predict-video", "--device"): list(typing.get_args(Device)),
 }
 
 
@@ -106,3 +119,8 @@ def test_every_flag_with_fixed_choices_is_checked_or_sets_no_setting() -> None:
     """A new flag with choices is listed above: in SETTING_FLAGS when it sets a setting."""
     found = {(command, flag) for command in COMMANDS for flag in declared_choices(command)}
     assert found == {(command, flag) for command, flag, _ in SETTING_FLAGS} | OTHER_FLAGS
+
+
+@pytest.mark.parametrize(("command", "flag"), sorted(VOCABULARIES))
+def test_flags_that_set_no_setting_offer_what_the_code_below_takes(command: str, flag: str) -> None:
+    assert declared_choices(command)[flag] == VOCABULARIES[command, flag]

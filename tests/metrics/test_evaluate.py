@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from sam2tool.cli import app
+from sam2tool.config.choices import EvalProtocol
 from sam2tool.data.images import read_label_mask, write_label_mask
 from sam2tool.data.masks import MaskFolder
 from sam2tool.errors import DataError
-from sam2tool.metrics.evaluation import ObjectScores, Protocol, score_video
+from sam2tool.metrics.evaluation import ObjectScores, score_video
 from sam2tool.services.evaluate import score_folders, write_report
 from tests.conftest import prepare_synthetic
 
@@ -22,7 +23,7 @@ runner = CliRunner()
 evaluator = pytest.importorskip("vos_benchmark.evaluator")
 
 
-def score_folders_of(video: str, gt: Path, pred: Path, protocol: Protocol) -> list[ObjectScores]:
+def score_folders_of(video: str, gt: Path, pred: Path, protocol: EvalProtocol) -> list[ObjectScores]:
     return score_video(video, MaskFolder(gt, "ground truth"), MaskFolder(pred, "prediction"), protocol)
 
 
