@@ -27,6 +27,7 @@ import torch
 
 from sam2tool.config.loading import load_settings
 from sam2tool.config.registry import PACKAGED_BASE, PACKAGED_IMAGE_SIZE
+from sam2tool.data.formats.synthetic import SyntheticOptions
 from sam2tool.data.layout import load_manifest
 from sam2tool.services.evaluate import evaluate_model
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
@@ -68,10 +69,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index, (name, objects) in enumerate(SETS.items()):
             root = Path(tmp) / f"set{index}"
+            generated = SyntheticOptions(
+                num_videos=args.videos, frames=args.frames, size=PACKAGED_IMAGE_SIZE, objects=objects
+            )
             options = PrepareOptions(
-                format="synthetic", num_videos=args.videos, frames=args.frames, size=PACKAGED_IMAGE_SIZE,
-                seed=args.seed + index, objects=objects, val_fraction=1.0,
-            )  # fmt: skip
+                format="synthetic", format_options=generated, seed=args.seed + index, val_fraction=1.0
+            )
             prepare_data(None, root, options)
             count, returning = returning_objects(root)
             start = time.perf_counter()

@@ -24,7 +24,7 @@ import cv2
 import torch
 
 from sam2tool.data.clips import ClipPlanner, VideoClipDataset, collate_clips
-from sam2tool.data.formats.synthetic import render_video
+from sam2tool.data.formats.synthetic_render import render_video
 from sam2tool.data.images import write_label_mask
 from sam2tool.data.layout import load_manifest
 from sam2tool.data.transforms import Augmentations, ClipTransform

@@ -1,23 +1,27 @@
-"""``prepare-data``: parse options, call the service, show progress and a summary table."""
+"""``prepare-data``: parse options, call the service, show progress and a summary table.
+
+``--format`` and the options of each format come from the format registry
+(:mod:`sam2tool.data.formats`): :func:`prepare_data_command` adds them to the options written here.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
-from sam2tool.data.formats import FORMATS, SYNTHETIC_STYLES
-
-FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
-StyleName = Enum("StyleName", {name: name for name in SYNTHETIC_STYLES}, type=str)  # type: ignore[misc]
-
-_FORMAT_HELP = "Source format: " + "; ".join(f"{name}: {summary}" for name, summary in FORMATS.items()) + "."
+from sam2tool.data.formats import FORMATS, get_format
+from sam2tool.data.formats.base import OptionSpec
+from sam2tool.data.formats.registry import options_of, read_options
 
 
-def prepare_data(
+def _prepare_data(
     paths: Annotated[
         list[Path],
         typer.Argument(
@@ -26,7 +30,7 @@ def prepare_data(
             show_default=False,
         ),
     ],
-    format: Annotated[FormatName, typer.Option("--format", "-f", help=_FORMAT_HELP)],
+    format: Annotated[str, typer.Option("--format", "-f")],  # choices and help: prepare_data_command
     val_fraction: Annotated[
         float | None,
         typer.Option(
@@ -47,60 +51,30 @@ def prepare_data(
         typer.Option("--skip-bad", help="Leave out videos with problems (listed in the manifest) instead of stopping."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
-    resolution: Annotated[
-        str | None, typer.Option("--resolution", help="DAVIS: 480p or Full-Resolution (default: 480p if present).")
-    ] = None,
-    num_videos: Annotated[int, typer.Option("--num-videos", min=1, help="Synthetic: number of videos.")] = 16,
-    frames: Annotated[int, typer.Option("--frames", min=1, help="Synthetic: frames per video.")] = 24,
-    size: Annotated[int, typer.Option("--size", min=32, help="Synthetic: frame size in pixels.")] = 256,
-    objects: Annotated[
-        str,
-        typer.Option("--objects", help="Synthetic: objects per video, N or a range MIN-MAX drawn per video (1 to 8)."),
-    ] = "2-3",
-    style: Annotated[
-        StyleName,
-        typer.Option(
-            "--style",
-            help="Synthetic: " + "; ".join(f"{name}: {text}" for name, text in SYNTHETIC_STYLES.items()) + ".",
-        ),
-    ] = StyleName["shapes"],
-    images: Annotated[
-        Path | None,
-        typer.Option("--images", help="COCO: folder of the images (default: beside the JSON, or the split folder)."),
-    ] = None,
-    all_frames: Annotated[
-        bool, typer.Option("--all-frames", help="SA-V: also write the unannotated frames (24 fps instead of 6).")
-    ] = False,
     debug: DebugOption = False,
+    **format_options: Any,
 ) -> None:
     """Convert annotations (DAVIS, YouTube-VOS/MOSE, SA-V, COCO, synthetic) into the training layout."""
     from rich.table import Table
 
     from sam2tool.errors import UsageError
-    from sam2tool.services.prepare_data import PrepareOptions, parse_objects
+    from sam2tool.services.prepare_data import PrepareOptions
     from sam2tool.services.prepare_data import prepare_data as run
 
     with reporting_errors(debug):
-        synthetic = format.value == "synthetic"
-        if len(paths) != (1 if synthetic else 2):
-            expected = "OUTPUT" if synthetic else "SOURCE OUTPUT"
-            raise UsageError(f"--format {format.value} takes {expected}, got {len(paths)} path(s)")
-        source, output = (None, paths[0]) if synthetic else (paths[0], paths[1])
+        takes_source = get_format(format).source_kind != "none"
+        if len(paths) != (2 if takes_source else 1):
+            expected = "SOURCE OUTPUT" if takes_source else "OUTPUT"
+            raise UsageError(f"--format {format} takes {expected}, got {len(paths)} path(s)")
+        source, output = (paths[0], paths[1]) if takes_source else (None, paths[0])
         options = PrepareOptions(
-            format=format.value,
+            format=format,
+            format_options=read_options(format, format_options),
             val_fraction=val_fraction,
             val_videos=[v.strip() for v in val_videos.split(",") if v.strip()] if val_videos else (),
             seed=seed,
             skip_bad=skip_bad,
             force=force,
-            resolution=resolution,
-            num_videos=num_videos,
-            frames=frames,
-            size=size,
-            objects=parse_objects(objects),
-            style=style.value,
-            images=images,
-            all_frames=all_frames,
         )
         with progress_bar() as progress:
             task = progress.add_task("Converting", total=None)
@@ -124,3 +98,41 @@ def prepare_data(
         console.print(table)
         for skipped in manifest.skipped:
             console.print(f"skipped {skipped.name}: {'; '.join(skipped.problems)}", style="yellow", markup=False)
+
+
+def prepare_data_command() -> Callable[..., None]:
+    """``prepare-data`` for the formats registered now.
+
+    ``--format`` lists them with their summaries; the options of each (the fields of its
+    ``Options``) come before ``--debug``, format after format.
+    """
+    signature = inspect.signature(_prepare_data, eval_str=True)
+    *common, debug, _ = signature.parameters.values()  # the last is **format_options
+    names = Enum("FormatName", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+    summaries = "; ".join(f"{name}: {format.summary}" for name, format in FORMATS.items())
+    choice = typer.Option("--format", "-f", help=f"Source format: {summaries}.")
+    common = [p.replace(annotation=Annotated[names, choice]) if p.name == "format" else p for p in common]
+    added = [_option_parameter(*option) for format in FORMATS.values() for option in options_of(format)]
+
+    @functools.wraps(_prepare_data)
+    def prepare_data(**values: Any) -> None:
+        _prepare_data(**{name: v.value if isinstance(v, Enum) else v for name, v in values.items()})
+
+    prepare_data.__signature__ = signature.replace(parameters=[*common, *added, debug])  # type: ignore[attr-defined]
+    return prepare_data
+
+
+def _option_parameter(name: str, value_type: Any, spec: OptionSpec) -> inspect.Parameter:
+    """The ``--<name>`` option of a format, as Typer reads it from a signature."""
+    default = spec.default
+    if spec.choices:
+        choices = Enum(name.title().replace("_", ""), {c: c for c in spec.choices}, type=str)  # type: ignore[misc]
+        value_type, default = choices, None if default is None else choices[default]
+    elif spec.parse is not None:
+        value_type = str
+    flag = "--" + name.replace("_", "-")
+    annotation = Annotated[value_type, typer.Option(flag, help=spec.help, min=spec.min)]
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+prepare_data = prepare_data_command()

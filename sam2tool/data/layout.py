@@ -14,7 +14,6 @@ guess names, and records for every object the annotated frames in which it is vi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -202,6 +201,8 @@ def manifest_fingerprint(root: Path | None) -> dict[str, Any] | None:
     The manifest lists every video, frame and object, so equal hashes mean equal data sets (as
     written by ``prepare-data``). Returns None when ``root`` is None or has no manifest.
     """
+    import hashlib  # here: the format readers import this module, and --help lists them
+
     if root is None or not (Path(root) / MANIFEST_FILE).is_file():
         return None
     data = (Path(root) / MANIFEST_FILE).read_bytes()

@@ -11,17 +11,13 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sam2tool import __version__
 from sam2tool.atomic import atomic_folder, check_replaceable
 from sam2tool.data.convert import VideoProblems, convert_video, split_videos
-from sam2tool.data.formats import FORMATS
+from sam2tool.data.formats import get_format
 from sam2tool.data.formats.base import SourceFormat, SourceVideo
-from sam2tool.data.formats.coco import CocoFormat
-from sam2tool.data.formats.davis import DavisFormat
-from sam2tool.data.formats.sav import SavFormat
-from sam2tool.data.formats.synthetic import DEFAULT_OBJECTS, SyntheticFormat
-from sam2tool.data.formats.ytvos import YouTubeVOSFormat
 from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, Manifest, SkippedVideo, check_name
 from sam2tool.errors import DataError, UsageError
 
@@ -35,36 +31,25 @@ class PrepareOptions:
     """Options of ``prepare-data``.
 
     Attributes:
-        format: Source format name (a key of ``FORMATS``).
+        format: Source format name (a key of :data:`sam2tool.data.formats.FORMATS`).
+        format_options: The format's own options (an instance of its ``Options``, such as
+            ``SyntheticOptions(num_videos=4)``); None takes their defaults.
         val_fraction: Fraction of videos held out; None uses the source's own split when it has one
             (DAVIS ImageSets), else 0.2.
         val_videos: Names of the validation videos (overrides ``val_fraction``).
         seed: Seed of the split (and of the synthetic generator).
         skip_bad: Skip videos with problems (listed in the manifest) instead of stopping.
         force: Replace OUTPUT if it exists.
-        resolution: DAVIS resolution folder (480p or Full-Resolution); None picks 480p if present.
-        num_videos: Synthetic: number of videos.
-        frames: Synthetic: frames per video.
-        size: Synthetic: frame size in pixels.
-        objects: Synthetic: the range (inclusive) of objects per video, (2, 3) by default.
-        style: Synthetic: ``shapes`` or ``camouflage`` (see ``synthetic.STYLES``).
 
     """
 
     format: str
+    format_options: object | None = None
     val_fraction: float | None = None
     val_videos: Sequence[str] = ()
     seed: int = 0
     skip_bad: bool = False
     force: bool = False
-    resolution: str | None = None
-    num_videos: int = 16
-    frames: int = 24
-    size: int = 256
-    objects: tuple[int, int] = DEFAULT_OBJECTS
-    style: str = "shapes"
-    images: Path | None = None
-    all_frames: bool = False
 
 
 @dataclass
@@ -90,44 +75,21 @@ class PrepareResult:
         return sum(len(v.objects) for v in self.manifest.videos.values())
 
 
-#: The most objects a synthetic video can have.
-MAX_SYNTHETIC_OBJECTS = 8
-
-
-def parse_objects(text: str) -> tuple[int, int]:
-    """``--objects``: ``N`` or ``MIN-MAX`` as an inclusive range.
+def make_format(options: PrepareOptions) -> SourceFormat[Any]:
+    """The reader for ``options.format``, with its options.
 
     Raises:
-        UsageError: Not of that form, or outside 1..8.
+        UsageError: No format has that name.
+        TypeError: ``options.format_options`` are not that format's options.
 
     """
-    low, _, high = text.strip().partition("-")
-    try:
-        bounds = (int(low), int(high) if high else int(low))
-    except ValueError:
-        raise UsageError(f"--objects {text!r} is not N or MIN-MAX (for example 3 or 1-3)") from None
-    if not 1 <= bounds[0] <= bounds[1] <= MAX_SYNTHETIC_OBJECTS:
-        raise UsageError(
-            f"--objects {text!r}: give 1 <= MIN <= MAX <= {MAX_SYNTHETIC_OBJECTS} objects per video (for example 1-3)"
+    format_class = get_format(options.format)
+    if options.format_options is not None and not isinstance(options.format_options, format_class.Options):
+        raise TypeError(
+            f"format_options of format {options.format} are {type(options.format_options).__name__}, "
+            f"not {format_class.Options.__name__}"
         )
-    return bounds
-
-
-def make_format(options: PrepareOptions) -> SourceFormat:
-    """The reader for ``options.format``."""
-    if options.format == "davis":
-        return DavisFormat(options.resolution)
-    if options.format == "ytvos":
-        return YouTubeVOSFormat()
-    if options.format == "sav":
-        return SavFormat(options.all_frames)
-    if options.format == "coco":
-        return CocoFormat(options.images)
-    if options.format == "synthetic":
-        return SyntheticFormat(
-            options.num_videos, options.frames, options.size, options.seed, options.objects, options.style
-        )
-    raise UsageError(f"unknown format '{options.format}'; formats: {', '.join(FORMATS)}")
+    return format_class(options.format_options, options.seed)
 
 
 def prepare_data(
@@ -150,8 +112,8 @@ def prepare_data(
 
     """
     reader = make_format(options)
-    if options.format != "synthetic":
-        wants_file = getattr(reader, "source_is_file", False)
+    if reader.source_kind != "none":
+        wants_file = reader.source_kind == "file"
         if source is None or not (source.is_file() if wants_file else source.is_dir()):
             raise UsageError(f"source {'file' if wants_file else 'folder'} {source} does not exist")
         _check_not_nested(source.parent if wants_file else source, output)
@@ -161,7 +123,7 @@ def prepare_data(
         if total == 0:
             raise DataError(f"{source} has no videos for format {options.format}")
         manifest.source_path = str(source) if source is not None else "generated"
-        manifest.skipped += getattr(reader, "excluded", [])  # left out by design (COCO images without objects)
+        manifest.skipped += reader.excluded()  # left out by design (COCO images without objects)
         if problems and not options.skip_bad:
             listed = [f"{name}: {problem}" for name, found in problems.items() for problem in found]
             raise DataError(
@@ -170,7 +132,7 @@ def prepare_data(
             )
         if not manifest.videos:
             raise DataError(f"none of the {total} videos could be converted; see the problems above")
-        manifest.splits = _splits(source, list(manifest.videos), options)
+        manifest.splits = _splits(reader, source, list(manifest.videos), options)
         manifest.save(staging)
     return PrepareResult(output, manifest)
 
@@ -227,12 +189,15 @@ def _remove_video(staging: Path, name: str) -> None:
         shutil.rmtree(staging / folder / name, ignore_errors=True)
 
 
-def _splits(source: Path | None, names: list[str], options: PrepareOptions) -> dict[str, list[str]]:
+def _splits(
+    reader: SourceFormat[Any], source: Path | None, names: list[str], options: PrepareOptions
+) -> dict[str, list[str]]:
+    """The split asked for, else the source's own (DAVIS ImageSets) where it names a converted video, else random."""
     if options.val_videos or options.val_fraction is not None:
         fraction = DEFAULT_VAL_FRACTION if options.val_fraction is None else options.val_fraction
         return split_videos(names, fraction, options.val_videos, options.seed)
-    if options.format == "davis" and source is not None:
-        official = DavisFormat.splits(source)
+    if source is not None:
+        official = reader.splits(source)
         val = [n for n in official.get("val", []) if n in names]
         if val:
             return {"train": sorted(n for n in names if n not in set(val)), "val": sorted(val)}

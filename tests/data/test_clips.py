@@ -12,6 +12,7 @@ import torch
 from sam2tool.config.schema import DatasetSettings
 from sam2tool.data.clips import ClipPlanner, MixedBatchSampler, VideoClipDataset, collate_clips
 from sam2tool.data.datamodule import ClipDataModule, augmentations
+from sam2tool.data.formats.synthetic import SyntheticOptions
 from sam2tool.data.images import PALETTE, read_label_mask
 from sam2tool.data.layout import VideoRecord, load_manifest
 from sam2tool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, NO_AUGMENTATION, Augmentations, ClipTransform
@@ -23,7 +24,11 @@ from tests.data.builders import make_ytvos
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data") / "synthetic"
-    prepare_data(None, root, PrepareOptions(format="synthetic", num_videos=4, frames=10, size=64))
+    prepare_data(
+        None,
+        root,
+        PrepareOptions(format="synthetic", format_options=SyntheticOptions(num_videos=4, frames=10, size=64)),
+    )
     return root
 
 

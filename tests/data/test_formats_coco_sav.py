@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sam2tool.cli import app
+from sam2tool.data.formats.coco import CocoOptions
+from sam2tool.data.formats.sav import SavOptions
 from sam2tool.data.images import read_label_mask
 from sam2tool.data.layout import load_manifest
 from sam2tool.data.rle import encode_rle
@@ -108,7 +110,9 @@ def test_coco_file_names_cannot_escape(tmp_path: Path) -> None:
 def test_coco_missing_images_and_bad_json(tmp_path: Path) -> None:
     source = make_coco(tmp_path / "coco")
     with pytest.raises(DataError, match=r"does not contain a\.jpg"):
-        prepare_data(source, tmp_path / "out", PrepareOptions(format="coco", images=tmp_path))
+        prepare_data(
+            source, tmp_path / "out", PrepareOptions(format="coco", format_options=CocoOptions(images=tmp_path))
+        )
     source.write_text("{not json")
     with pytest.raises(DataError, match="is not valid JSON"):
         prepare_data(source, tmp_path / "out", PrepareOptions(format="coco"))
@@ -147,7 +151,11 @@ def test_sav_annotated_frames_at_6_fps(tmp_path: Path) -> None:
 
 def test_sav_all_frames_keeps_unannotated_ones(tmp_path: Path) -> None:
     source = make_sav(tmp_path / "sav")
-    prepare_data(source, tmp_path / "out", PrepareOptions(format="sav", val_fraction=0.0, all_frames=True))
+    prepare_data(
+        source,
+        tmp_path / "out",
+        PrepareOptions(format="sav", val_fraction=0.0, format_options=SavOptions(all_frames=True)),
+    )
     video = load_manifest(tmp_path / "out").videos["sav_000001"]
     assert len(video.frames) == 12 and video.annotated == ["00000", "00004", "00008"]
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from sam2tool.cli import app
 from sam2tool.data.convert import VideoProblems, convert_video, split_videos
 from sam2tool.data.formats.base import SourceFrame, SourceVideo
+from sam2tool.data.formats.synthetic import SyntheticOptions
 from sam2tool.data.images import PALETTE, read_label_mask
 from sam2tool.data.layout import check_name, load_manifest, read_split
 from sam2tool.errors import DataError, UsageError
@@ -128,7 +129,9 @@ def test_synthetic_number_of_objects_can_be_fixed(tmp_path: Path) -> None:
 
 
 def test_synthetic_objects_move_leave_and_come_back(tmp_path: Path) -> None:
-    prepare(None, tmp_path / "out", format="synthetic", num_videos=8, frames=48, size=64)
+    prepare(
+        None, tmp_path / "out", format="synthetic", format_options=SyntheticOptions(num_videos=8, frames=48, size=64)
+    )
     manifest = load_manifest(tmp_path / "out")
     gaps = 0
     for video in manifest.videos.values():
@@ -318,7 +321,9 @@ def test_synthetic_objects_are_recognisable_by_appearance_alone(tmp_path: Path) 
 
     This is what makes the data set learnable by a tracker: appearance carries the identity.
     """
-    prepare(None, tmp_path / "out", format="synthetic", num_videos=6, frames=16, size=96)
+    prepare(
+        None, tmp_path / "out", format="synthetic", format_options=SyntheticOptions(num_videos=6, frames=16, size=96)
+    )
     manifest = load_manifest(tmp_path / "out")
     correct = total = 0
     for name, video in manifest.videos.items():

@@ -17,6 +17,8 @@ from PIL import Image
 
 from sam2tool.config.schema import DatasetSettings
 from sam2tool.data.datamodule import ClipDataModule
+from sam2tool.data.formats.coco import CocoOptions
+from sam2tool.data.formats.synthetic import SyntheticOptions
 from sam2tool.data.layout import load_manifest, read_split
 from sam2tool.errors import DataError, UsageError
 from sam2tool.services.prepare_data import PrepareOptions, prepare_data
@@ -177,7 +179,7 @@ def test_coco_names_from_paths_never_collide(tmp_path: Path) -> None:
     data["images"][0]["file_name"] = "patch0/a.jpg"
     data["images"][1]["file_name"] = "patch1/a.jpg"
     source.write_text(json.dumps(data))
-    prepare(source, tmp_path / "out", format="coco", images=images)
+    prepare(source, tmp_path / "out", format="coco", format_options=CocoOptions(images=images))
     assert set(load_manifest(tmp_path / "out").videos) == {"patch0_a", "patch1_a"}
 
 
@@ -199,7 +201,9 @@ def test_sav_releases_each_video_file(tmp_path: Path) -> None:
 
 
 def test_too_few_clips_for_a_batch_is_an_error(tmp_path: Path) -> None:
-    prepare(None, tmp_path / "out", format="synthetic", num_videos=4, frames=8, size=64)
+    prepare(
+        None, tmp_path / "out", format="synthetic", format_options=SyntheticOptions(num_videos=4, frames=8, size=64)
+    )
     module = ClipDataModule(
         DatasetSettings(root=tmp_path / "out", image_size=64, video_clip_length=4, num_workers=0, batch_size=8)
     )

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sam2tool.cli import app
-from sam2tool.data.formats.synthetic import render_video
+from sam2tool.data.formats.synthetic_render import render_video
 from sam2tool.data.layout import load_manifest
 
 runner = CliRunner()
@@ -71,7 +71,7 @@ def test_camouflage_puts_objects_on_a_cluttered_background(tmp_path: Path) -> No
 
 def test_camouflage_objects_start_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every object is whole in the first frame, where evaluate and the demo prompt it with its mask."""
-    from sam2tool.data.formats import synthetic
+    from sam2tool.data.formats import synthetic_render as synthetic
 
     placed: list[list[object]] = []
     place = synthetic._apart_at_start

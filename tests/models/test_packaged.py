@@ -75,7 +75,7 @@ def one_object_video(folder: Path, frames: int = 8) -> np.ndarray:
     """A generated video of the base's own kind with one object that stays in view; returns its labels."""
     from PIL import Image
 
-    from sam2tool.data.formats.synthetic import render_video
+    from sam2tool.data.formats.synthetic_render import render_video
 
     folder.mkdir(parents=True)
     images, labels = render_video(3, frames, 128, seed=7, objects=(1, 1))

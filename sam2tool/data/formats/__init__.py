@@ -1,18 +1,23 @@
-"""Readers of annotation formats; this module only names them (so --help stays light)."""
+"""Readers of annotation formats, registered in the order ``--help`` lists them.
+
+Each module here imports light (no numpy, no OpenCV: the reading code imports them when it runs),
+because ``--help`` lists the formats and their options. Adding a format: a module with a
+:class:`~sam2tool.data.formats.base.SourceFormat` subclass, and one line below.
+"""
 
 from __future__ import annotations
 
-#: Format name -> one-line description of the source layout it reads.
-FORMATS: dict[str, str] = {
-    "davis": "DAVIS 2016/2017 (JPEGImages/480p/<video>/, Annotations/480p/<video>/, ImageSets/)",
-    "ytvos": "YouTube-VOS / MOSE (JPEGImages/<video>/, Annotations/<video>/, optional meta.json)",
-    "sav": "SA-V (<video>.mp4 + <video>_manual.json masklets, 24 fps video annotated at 6 fps)",
-    "coco": "COCO instances JSON (polygons and RLE) as SOURCE; images via --images or beside it",
-    "synthetic": "generated videos of textured moving objects (--num-videos, --frames, --size, --objects, --style)",
-}
+from sam2tool.data.formats.coco import CocoFormat
+from sam2tool.data.formats.davis import DavisFormat
+from sam2tool.data.formats.registry import FORMATS, get_format, register
+from sam2tool.data.formats.sav import SavFormat
+from sam2tool.data.formats.synthetic import SyntheticFormat
+from sam2tool.data.formats.ytvos import YouTubeVOSFormat
 
-#: Styles of the synthetic format (``--style``) -> what they look like.
-SYNTHETIC_STYLES: dict[str, str] = {
-    "shapes": "objects of well-separated colours over a smooth background (the packaged base's pretraining data)",
-    "camouflage": "objects coloured and patterned like a cluttered background (a domain the base has not seen)",
-}
+__all__ = ["FORMATS", "get_format", "register"]
+
+register(DavisFormat)
+register(YouTubeVOSFormat)
+register(SavFormat)
+register(CocoFormat)
+register(SyntheticFormat)

@@ -13,26 +13,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sam2tool.data.formats.base import SourceFrame, SourceVideo
+from sam2tool.data.formats.base import SourceFormat, SourceFrame, SourceVideo, option
 from sam2tool.data.layout import MAX_OBJECT_ID, VOID_LABEL, SkippedVideo
-from sam2tool.data.rle import decode_rle, polygons_to_mask
 from sam2tool.errors import DataError
 
+if TYPE_CHECKING:  # imported where used: this module is imported to list the formats in --help
+    import numpy as np
 
-class CocoFormat:
-    """Reader of COCO instance segmentation JSON."""
+
+@dataclass(frozen=True)
+class CocoOptions:
+    """Options of the COCO format."""
+
+    images: Path | None = option("COCO: folder of the images (default: beside the JSON, or the split folder).")
+
+
+class CocoFormat(SourceFormat[CocoOptions]):
+    """Reader of COCO instance segmentation JSON; images without objects are left out (:meth:`excluded`)."""
 
     name = "coco"
-    source_is_file = True
+    summary = "COCO instances JSON (polygons and RLE) as SOURCE; images via --images or beside it"
+    source_kind = "file"
+    Options = CocoOptions
 
-    def __init__(self, images: Path | None = None) -> None:
-        self.images = images
-        self.excluded: list[SkippedVideo] = []
+    def __init__(self, options: CocoOptions | None = None, seed: int = 0) -> None:
+        super().__init__(options, seed)
+        self._excluded: list[SkippedVideo] = []
+
+    def excluded(self) -> list[SkippedVideo]:
+        """The images without any non-crowd instance, found by :meth:`videos`."""
+        return self._excluded
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """One single-frame sample per annotated image."""
@@ -49,7 +63,7 @@ class CocoFormat:
             name = _sample_name(file_name, image.get("id"), used)
             annotations = [a for a in by_image.get(image.get("id"), []) if not a.get("iscrowd")]
             if not annotations:
-                self.excluded.append(SkippedVideo(name, [f"{file_name}: no object annotations"]))
+                self._excluded.append(SkippedVideo(name, [f"{file_name}: no object annotations"]))
                 continue
             instances = sorted(annotations, key=lambda a: -float(a.get("area", 0.0)))
             crowds = [a for a in by_image.get(image.get("id"), []) if a.get("iscrowd")]
@@ -70,17 +84,16 @@ class CocoFormat:
             yield SourceVideo(name, file_name, [frame], kind="image", problems=problems, object_sources=sources)
 
     def _image_folder(self, source: Path, images: list[dict[str, Any]]) -> Path:
+        given = self.options.images
         candidates: list[Path | None] = (
-            [self.images]
-            if self.images is not None
-            else [source.parent, source.parent.parent / source.stem.split("_")[-1]]
+            [given] if given is not None else [source.parent, source.parent.parent / source.stem.split("_")[-1]]
         )
         first = next((str(i.get("file_name", "")) for i in images), "")
         for folder in candidates:
             if folder is not None and first and (folder / first).is_file():
                 return folder
-        if self.images is not None:
-            raise DataError(f"--images {self.images} does not contain {first}")
+        if given is not None:
+            raise DataError(f"--images {given} does not contain {first}")
         raise DataError(
             f"cannot find the images of {source} (looked for {first} in "
             + ", ".join(str(c) for c in candidates if c is not None)
@@ -95,6 +108,8 @@ class _MaskPainter:
         self.instances, self.crowds, self.file_name = instances, crowds, file_name
 
     def __call__(self, height: int, width: int) -> np.ndarray:
+        import numpy as np
+
         from sam2tool.data.images import ImageProblem
 
         labels = np.zeros((height, width), dtype=np.uint8)
@@ -113,6 +128,8 @@ class _MaskPainter:
 
 
 def _segment(annotation: dict[str, Any], height: int, width: int) -> np.ndarray:
+    from sam2tool.data.rle import decode_rle, polygons_to_mask
+
     segmentation = annotation["segmentation"]
     if isinstance(segmentation, list):
         return polygons_to_mask(segmentation, height, width)

@@ -11,32 +11,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sam2tool.data.formats.base import SourceFrame, SourceVideo
-from sam2tool.data.images import ImageProblem
+from sam2tool.data.formats.base import SourceFormat, SourceFrame, SourceVideo, option
 from sam2tool.data.layout import MAX_OBJECT_ID, natural_key
-from sam2tool.data.rle import decode_rle
-from sam2tool.data.video_file import VideoFileReader
 from sam2tool.errors import DataError
+
+if TYPE_CHECKING:  # imported where used: this module is imported to list the formats in --help
+    import numpy as np
+
+    from sam2tool.data.video_file import VideoFileReader
 
 ANNOTATION_STRIDE = 4
 _SUFFIXES = ("_manual.json", "_auto.json")
 
 
-class SavFormat:
+@dataclass(frozen=True)
+class SavOptions:
+    """Options of the SA-V format."""
+
+    all_frames: bool = option("SA-V: also write the unannotated frames (24 fps instead of 6).", False)
+
+
+class SavFormat(SourceFormat[SavOptions]):
     """Reader of the SA-V layout."""
 
     name = "sav"
-
-    def __init__(self, all_frames: bool = False) -> None:
-        self.all_frames = all_frames
+    summary = "SA-V (<video>.mp4 + <video>_manual.json masklets, 24 fps video annotated at 6 fps)"
+    Options = SavOptions
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """One video per ``*_manual.json`` (or ``*_auto.json`` when there is no manual file)."""
+        from sam2tool.data.video_file import VideoFileReader
+
         annotations = sorted(source.rglob("*_manual.json"), key=lambda p: natural_key(str(p)))
         manual = {p.name[: -len("_manual.json")] for p in annotations}
         annotations += [p for p in sorted(source.rglob("*_auto.json")) if p.name[: -len("_auto.json")] not in manual]
@@ -60,7 +69,7 @@ class SavFormat:
             frame_count = int(data.get("video_frame_count") or reader.frame_count() or 0)
             stride = _stride(frame_count, len(masklets))
             annotated = {k * stride: k for k in range(len(masklets))}
-            numbers = range(frame_count) if self.all_frames and frame_count else sorted(annotated)
+            numbers = range(frame_count) if self.options.all_frames and frame_count else sorted(annotated)
             frames = [
                 SourceFrame(
                     n,
@@ -106,6 +115,11 @@ class _MaskletPainter:
         self.rles, self.label, self.frame = rles, label, frame
 
     def __call__(self, height: int, width: int) -> np.ndarray:
+        import numpy as np
+
+        from sam2tool.data.images import ImageProblem
+        from sam2tool.data.rle import decode_rle
+
         labels = np.zeros((height, width), dtype=np.uint8)
         if len(self.rles) > MAX_OBJECT_ID:
             raise ImageProblem(f"{self.label} has {len(self.rles)} masklets; at most {MAX_OBJECT_ID} fit a palette PNG")

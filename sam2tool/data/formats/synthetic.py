@@ -11,284 +11,96 @@ a model can learn it. The same seed gives the same videos. Two styles:
   by its outline, its brightness and its motion (a domain the base has not seen: the demo
   fine-tunes on it). Objects start apart, so each is whole in the first frame, where it is
   prompted; they meet and occlude each other later.
+
+The videos are drawn by :mod:`sam2tool.data.formats.synthetic_render`, imported when they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
+from sam2tool.data.formats.base import SourceFormat, SourceFrame, SourceVideo, option
+from sam2tool.errors import UsageError
 
-from sam2tool.data.formats import SYNTHETIC_STYLES
-from sam2tool.data.formats.base import SourceFrame, SourceVideo
-
-_SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
-_PATTERNS = ("stripes", "checker", "dots", "solid")
+#: Styles (``--style``) -> what they look like.
+STYLES: dict[str, str] = {
+    "shapes": "objects of well-separated colours over a smooth background (the packaged base's pretraining data)",
+    "camouflage": "objects coloured and patterned like a cluttered background (a domain the base has not seen)",
+}
 #: Objects per video when no count is given: 2 or 3.
 DEFAULT_OBJECTS = (2, 3)
-#: Camouflage: a background patch takes the hue of one of the objects, give or take this.
-_CAMO_HUE_SPREAD = 0.06
-#: Camouflage: how much brighter (HSV value) an object is than the background's patches. The packaged
-#: base, which learned objects by colour and pattern, scores 0.41-0.60 J&F on the demo's test videos of
-#: seeds 0-4; fine-tuning learns the cue (0.90-0.92).
-_CAMO_LIFT = 0.6
-#: Camouflage: patches of the background mosaic along each side of the frame.
-_CAMO_CELLS = 3
-#: Camouflage: start positions drawn at most this many times to find one where objects are apart.
-_START_TRIES = 200
+#: The most objects a synthetic video can have.
+MAX_OBJECTS = 8
+
+
+def parse_objects(text: str) -> tuple[int, int]:
+    """``--objects``: ``N`` or ``MIN-MAX`` as an inclusive range.
+
+    Raises:
+        UsageError: Not of that form, or outside 1..8.
+
+    """
+    low, _, high = text.strip().partition("-")
+    try:
+        bounds = (int(low), int(high) if high else int(low))
+    except ValueError:
+        raise UsageError(f"--objects {text!r} is not N or MIN-MAX (for example 3 or 1-3)") from None
+    if not 1 <= bounds[0] <= bounds[1] <= MAX_OBJECTS:
+        raise UsageError(
+            f"--objects {text!r}: give 1 <= MIN <= MAX <= {MAX_OBJECTS} objects per video (for example 1-3)"
+        )
+    return bounds
 
 
 @dataclass(frozen=True)
-class _Object:
-    shape: str
-    pattern: str
-    colour: np.ndarray  # (3,) float in [0, 1]
-    second: np.ndarray  # pattern colour
-    frequency: float
-    radius: float  # pixels
-    start: np.ndarray  # (2,) x, y
-    velocity: np.ndarray  # pixels per frame
-    angle: float
-    spin: float  # radians per frame
-    pulse: float  # relative scale amplitude
-    phase: float
+class SyntheticOptions:
+    """Options of the synthetic format.
+
+    Attributes:
+        num_videos: Number of videos.
+        frames: Frames per video.
+        size: Frame size in pixels.
+        objects: The range (inclusive) of objects per video, (2, 3) by default.
+        style: ``shapes`` or ``camouflage`` (see :data:`STYLES`).
+
+    """
+
+    num_videos: int = option("Synthetic: number of videos.", 16, min=1)
+    frames: int = option("Synthetic: frames per video.", 24, min=1)
+    size: int = option("Synthetic: frame size in pixels.", 256, min=32)
+    objects: tuple[int, int] = option(
+        "Synthetic: objects per video, N or a range MIN-MAX drawn per video (1 to 8).", "2-3", parse=parse_objects
+    )
+    style: str = option(
+        "Synthetic: " + "; ".join(f"{name}: {text}" for name, text in STYLES.items()) + ".", "shapes", choices=STYLES
+    )
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"unknown synthetic style {self.style!r}; styles: {', '.join(STYLES)}")
 
 
-class SyntheticFormat:
-    """Generates videos instead of reading them; ``SOURCE`` is not used."""
+class SyntheticFormat(SourceFormat[SyntheticOptions]):
+    """Generates videos instead of reading them: there is no SOURCE; ``--seed`` draws them."""
 
     name = "synthetic"
-
-    def __init__(
-        self,
-        num_videos: int = 16,
-        frames: int = 24,
-        size: int = 256,
-        seed: int = 0,
-        objects: tuple[int, int] = DEFAULT_OBJECTS,
-        style: str = "shapes",
-    ) -> None:
-        if style not in SYNTHETIC_STYLES:
-            raise ValueError(f"unknown synthetic style {style!r}; styles: {', '.join(SYNTHETIC_STYLES)}")
-        self.num_videos, self.frames, self.size, self.seed = num_videos, frames, size, seed
-        self.objects, self.style = objects, style
+    summary = "generated videos of textured moving objects (--num-videos, --frames, --size, --objects, --style)"
+    source_kind = "none"
+    Options = SyntheticOptions
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """``num_videos`` videos named ``synthetic_000``, ... with every frame annotated."""
-        for index in range(self.num_videos):
-            video = _LazyVideo(index, self.frames, self.size, self.seed, self.objects, self.style)
+        from sam2tool.data.formats.synthetic_render import LazyVideo
+
+        options = self.options
+        for index in range(options.num_videos):
+            video = LazyVideo(index, options.frames, options.size, self.seed, options.objects, options.style)
             frames = [
                 SourceFrame(t, f"synthetic video {index} frame {t}", partial(video.image, t), partial(video.mask, t))
-                for t in range(self.frames)
+                for t in range(options.frames)
             ]
-            source_name = f"generated ({self.style}, seed {self.seed})"
+            source_name = f"generated ({options.style}, seed {self.seed})"
             yield SourceVideo(f"synthetic_{index:03d}", source_name, frames, close=video.close)
-
-
-class _LazyVideo:
-    """Renders a synthetic video on first use and hands out its frames and masks."""
-
-    def __init__(self, index: int, frames: int, size: int, seed: int, objects: tuple[int, int], style: str) -> None:
-        self.args = (index, frames, size, seed, objects, style)
-        self.rendered: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _video(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.rendered is None:
-            self.rendered = render_video(*self.args)
-        return self.rendered
-
-    def close(self) -> None:
-        """Drop the rendered frames."""
-        self.rendered = None
-
-    def image(self, t: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self._video()[0][t], None
-
-    def mask(self, t: int, height: int, width: int) -> np.ndarray:
-        labels: np.ndarray = self._video()[1][t]
-        return labels
-
-
-def render_video(
-    index: int,
-    frames: int,
-    size: int,
-    seed: int,
-    objects: tuple[int, int] = DEFAULT_OBJECTS,
-    style: str = "shapes",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one video: RGB frames (T, S, S, 3) uint8 and label maps (T, S, S) uint8.
-
-    ``objects`` is the range (inclusive) the number of objects of each video is drawn from.
-    """
-    rng = np.random.default_rng([seed, index])
-    count = int(rng.integers(2, 4))  # the default draw, kept first so that the other draws stay as they were
-    if objects != DEFAULT_OBJECTS:
-        low, high = objects
-        count = int(np.random.default_rng([seed, index, 2]).integers(low, high + 1))
-    # Hues are spread evenly over the objects of a video, from a start drawn per video (from its own
-    # generator, so that every other draw stays as it was). A camouflage background is made of patches
-    # in the objects' hues.
-    first_hue = float(np.random.default_rng([seed, index, 1]).uniform())
-    camouflage = style == "camouflage"
-    hues = [(first_hue + i / count) % 1.0 for i in range(count)]
-    shapes = [_random_object(rng, size, hue, _CAMO_LIFT if camouflage else None) for hue in hues]
-    order = rng.permutation(count)  # back to front
-    background = _camouflage_background(rng, size, hues) if camouflage else _background(rng, size)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    if camouflage:  # objects start apart: each is whole where it is prompted (its own generator, as above)
-        shapes = _apart_at_start(shapes, size, xs, ys, np.random.default_rng([seed, index, 3]))
-    images = np.empty((frames, size, size, 3), dtype=np.uint8)
-    labels = np.zeros((frames, size, size), dtype=np.uint8)
-    for t in range(frames):
-        canvas = background.copy()
-        label = labels[t]
-        for i in order:
-            obj = shapes[i]
-            inside, u, v = _footprint(obj, t, size, xs, ys)
-            canvas[inside] = _texture(obj, u[inside], v[inside])
-            label[inside] = i + 1
-        images[t] = np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return images, labels
-
-
-def _random_object(
-    rng: np.random.Generator, size: int, base_hue: float, lift: float | None = None, hue_jitter: float = 0.08
-) -> _Object:
-    """An object (or a camouflage background patch) of a hue near ``base_hue``.
-
-    ``lift`` None gives the shapes style's vivid colours; a number gives camouflage colours, those of
-    a background patch made ``lift`` brighter (0 for a patch itself).
-    """
-    hue = (base_hue + rng.uniform(-hue_jitter, hue_jitter)) % 1.0
-    camouflage = lift is not None
-    if lift is not None:  # not `camouflage`: mypy narrows lift only here
-        colour, second = _patch_colours(rng, hue, lift)
-    else:
-        colour = _hsv_to_rgb(hue, rng.uniform(0.6, 0.9), rng.uniform(0.7, 1.0))
-        second = _hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
-    speed = rng.uniform(0.015, 0.04) * size
-    direction = rng.uniform(0, 2 * np.pi)
-    return _Object(
-        shape=_SHAPES[int(rng.integers(len(_SHAPES)))],
-        pattern=_PATTERNS[int(rng.integers(len(_PATTERNS) - (1 if camouflage else 0)))],  # camouflage: never solid
-        colour=colour,
-        second=second,
-        frequency=float(rng.uniform(2.0, 4.0)),
-        radius=float(rng.uniform(0.12, 0.2) * size),
-        start=rng.uniform(0.25, 0.75, size=2) * size,  # starts inside the frame
-        velocity=np.array([np.cos(direction), np.sin(direction)]) * speed,
-        angle=float(rng.uniform(0, 2 * np.pi)),
-        spin=float(rng.uniform(-0.08, 0.08)),
-        pulse=float(rng.uniform(0.1, 0.3)),
-        phase=float(rng.uniform(0, 2 * np.pi)),
-    )
-
-
-def _apart_at_start(
-    shapes: list[_Object], size: int, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator
-) -> list[_Object]:
-    """The objects moved to start positions where none covers another in the first frame.
-
-    Positions are drawn in the middle of the frame until the objects' first-frame footprints are
-    disjoint; after ``_START_TRIES`` draws the last one stands (1 to 3 objects are placed apart within
-    a few draws; 6 or more may not fit apart).
-    """
-    moved = shapes
-    for _ in range(_START_TRIES):
-        moved = [replace(obj, start=rng.uniform(0.2, 0.8, size=2) * size) for obj in shapes]
-        if np.sum([_footprint(obj, 0, size, xs, ys)[0] for obj in moved], axis=0).max() <= 1:
-            break
-    return moved
-
-
-def _position(obj: _Object, t: int, size: int) -> np.ndarray:
-    """Straight motion that bounces inside a box larger than the frame: objects leave and come back."""
-    low, high = -0.35 * size, 1.35 * size
-    span = high - low
-    raw = obj.start + obj.velocity * t - low
-    folded = np.mod(raw, 2 * span)
-    return np.asarray(low + np.where(folded > span, 2 * span - folded, folded), dtype=np.float64)
-
-
-def _footprint(obj: _Object, t: int, size: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, ...]:
-    centre = _position(obj, t, size)
-    scale = obj.radius * (1.0 + obj.pulse * np.sin(0.3 * t + obj.phase))
-    angle = obj.angle + obj.spin * t
-    cos, sin = np.cos(angle), np.sin(angle)
-    dx, dy = xs - centre[0], ys - centre[1]
-    u = (cos * dx + sin * dy) / scale
-    v = (-sin * dx + cos * dy) / scale
-    if obj.shape == "ellipse":
-        inside = u**2 + (v / 0.7) ** 2 <= 1.0
-    elif obj.shape == "rectangle":
-        inside = (np.abs(u) <= 1.0) & (np.abs(v) <= 0.6)
-    elif obj.shape == "triangle":
-        inside = (v <= 0.8) & (v >= 1.6 * np.abs(u) - 0.8)
-    else:
-        inside = np.abs(u) + np.abs(v) <= 1.0
-    return inside, u, v
-
-
-def _texture(obj: _Object, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    if obj.pattern == "stripes":
-        mix = (np.sin(obj.frequency * np.pi * u) > 0).astype(np.float32)
-    elif obj.pattern == "checker":
-        mix = ((np.floor(obj.frequency * u) + np.floor(obj.frequency * v)) % 2).astype(np.float32)
-    elif obj.pattern == "dots":
-        mix = ((np.sin(obj.frequency * np.pi * u) * np.sin(obj.frequency * np.pi * v)) > 0.4).astype(np.float32)
-    else:
-        mix = np.zeros_like(u)
-    return np.asarray(obj.colour * (1.0 - mix[:, None] * 0.6) + obj.second * (mix[:, None] * 0.6), dtype=np.float32)
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth low-contrast colour noise with faint diagonal texture, values in [0, 1]."""
-    coarse = rng.uniform(0.25, 0.6, size=(5, 5, 3)).astype(np.float32)
-    grid = np.linspace(0, 4, size, dtype=np.float32)
-    i0 = np.clip(np.floor(grid).astype(int), 0, 3)
-    f = (grid - i0)[:, None]
-    rows = coarse[i0] * (1 - f[..., None]) + coarse[i0 + 1] * f[..., None]  # (size, 5, 3)
-    g = (grid - i0)[None, :, None]
-    image = rows[:, i0] * (1 - g) + rows[:, i0 + 1] * g
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    texture = 0.04 * np.sin((xs + ys) * (2 * np.pi / max(size / 12, 1)))[..., None]
-    noise = rng.normal(0, 0.015, size=(size, size, 1)).astype(np.float32)
-    return np.asarray(np.clip(image + texture + noise, 0, 1), dtype=np.float32)
-
-
-def _patch_colours(rng: np.random.Generator, hue: float, lift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Main and pattern colour of a camouflage patch (or, ``lift`` brighter, of an object): one hue family."""
-    colour = _hsv_to_rgb(hue, rng.uniform(0.3, 0.55) + lift / 2, rng.uniform(0.4, 0.65) + lift)
-    second = _hsv_to_rgb((hue + rng.uniform(-0.04, 0.04)) % 1.0, rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.4))
-    return colour, second
-
-
-def _camouflage_background(rng: np.random.Generator, size: int, hues: list[float]) -> np.ndarray:
-    """A mosaic of patterned patches (Voronoi cells), each in the hue of one of the objects."""
-    cells = _CAMO_CELLS**2
-    centres = rng.uniform(0, size, size=(cells, 2))
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    nearest = np.argmin((xs[..., None] - centres[:, 0]) ** 2 + (ys[..., None] - centres[:, 1]) ** 2, axis=-1)
-    image = np.empty((size, size, 3), dtype=np.float32)
-    for cell in range(cells):
-        inside = nearest == cell
-        patch_hue = (hues[int(rng.integers(len(hues)))] + rng.uniform(-_CAMO_HUE_SPREAD, _CAMO_HUE_SPREAD)) % 1.0
-        patch = _random_object(rng, size, patch_hue, lift=0.0, hue_jitter=0.0)
-        cos, sin = np.cos(patch.angle), np.sin(patch.angle)
-        scale = patch.radius
-        u = (cos * xs[inside] + sin * ys[inside]) / scale
-        v = (-sin * xs[inside] + cos * ys[inside]) / scale
-        image[inside] = _texture(patch, u, v)
-    noise = rng.normal(0, 0.015, size=(size, size, 1)).astype(np.float32)
-    return np.asarray(np.clip(image + noise, 0, 1), dtype=np.float32)
-
-
-def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
-    i = int(h * 6.0) % 6
-    f = h * 6.0 - int(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)

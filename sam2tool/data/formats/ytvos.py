@@ -11,15 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sam2tool.data.formats.base import SourceVideo, frames_with_masks
+from sam2tool.data.formats.base import NoOptions, SourceFormat, SourceVideo, frames_with_masks
 from sam2tool.data.layout import natural_key
 from sam2tool.errors import DataError
 
 
-class YouTubeVOSFormat:
+class YouTubeVOSFormat(SourceFormat[NoOptions]):
     """Reader of the YouTube-VOS / MOSE layout."""
 
     name = "ytvos"
+    summary = "YouTube-VOS / MOSE (JPEGImages/<video>/, Annotations/<video>/, optional meta.json)"
 
     def videos(self, source: Path) -> Iterator[SourceVideo]:
         """One video per folder of JPEGImages/; frames without a PNG are kept, marked unannotated."""
