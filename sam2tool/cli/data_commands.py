@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, console, progress_bar, reporting_errors
+from sam2tool.cli.reporting import DebugOption, choice_members, console, progress_bar, reporting_errors
 from sam2tool.data.formats import FORMATS, get_format
 from sam2tool.data.formats.base import OptionSpec
 from sam2tool.data.formats.registry import options_of, read_options
@@ -108,7 +108,7 @@ def prepare_data_command() -> Callable[..., None]:
     """
     signature = inspect.signature(_prepare_data, eval_str=True)
     *common, debug, _ = signature.parameters.values()  # the last is **format_options
-    names = Enum("FormatName", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+    names = Enum("FormatName", choice_members(FORMATS), type=str)  # type: ignore[misc]
     summaries = "; ".join(f"{name}: {format.summary}" for name, format in FORMATS.items())
     choice = typer.Option("--format", "-f", help=f"Source format: {summaries}.")
     common = [p.replace(annotation=Annotated[names, choice]) if p.name == "format" else p for p in common]
@@ -126,7 +126,7 @@ def _option_parameter(name: str, value_type: Any, spec: OptionSpec) -> inspect.P
     """The ``--<name>`` option of a format, as Typer reads it from a signature."""
     default = spec.default
     if spec.choices:
-        choices = Enum(name.title().replace("_", ""), {c: c for c in spec.choices}, type=str)  # type: ignore[misc]
+        choices = Enum(name.title().replace("_", ""), choice_members(spec.choices), type=str)  # type: ignore[misc]
         value_type, default = choices, None if default is None else choices[default]
     elif spec.parse is not None:
         value_type = str

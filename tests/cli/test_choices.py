@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import types
 import typing
 from typing import Any
@@ -16,6 +17,8 @@ from sam2tool.cli import COMMANDS, app
 from sam2tool.config.choices import Device, EvalProtocol, ExportDtype, PromptKind
 from sam2tool.config.presets import PRESETS
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.data.formats import FORMATS
+from sam2tool.data.formats.synthetic import STYLES
 
 #: (command, flag, the setting it sets) for every flag whose values are a setting's choices.
 SETTING_FLAGS = [
@@ -41,6 +44,8 @@ OTHER_FLAGS = {
 #: Flags with fixed choices that set no setting -> the values the code below the command line takes.
 VOCABULARIES: dict[tuple[str, str], list[str]] = {
     ("init-config", "--preset"): list(PRESETS),
+    ("prepare-data", "--format"): list(FORMATS),
+    ("prepare-data", "--style"): list(STYLES),
     ("evaluate", "--prompt"): list(typing.get_args(PromptKind)),
     ("evaluate", "--device"): list(typing.get_args(Device)),
     ("evaluate", "--protocol"): list(typing.get_args(EvalProtocol)),
@@ -62,7 +67,9 @@ def schema_choices(key: str) -> list[str]:
 def declared_choices(command: str) -> dict[str, list[str]]:
     """The flags of a command that have fixed choices -> the values their declared type allows."""
     choices = {}
-    for name, hint in typing.get_type_hints(COMMANDS[command], include_extras=True).items():
+    # The signature Typer reads (prepare-data builds its own from the registered formats).
+    parameters = inspect.signature(COMMANDS[command], eval_str=True).parameters
+    for name, hint in ((name, parameter.annotation) for name, parameter in parameters.items()):
         kind = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
