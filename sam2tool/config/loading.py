@@ -1,10 +1,12 @@
 """Build validated settings from a YAML file, the environment and the command line.
 
 Precedence, highest first: command-line flags and ``key.path=value`` overrides, environment
-variables ``SAM2TOOL_SECTION__KEY``, the YAML file, defaults. Every problem is collected and
-raised at once as a :class:`~sam2tool.config.problems.ConfigError`, each naming the dotted key,
-the value and where the value came from (``file:line``, the environment variable, or the
-command line).
+variables ``SAM2TOOL_SECTION__KEY``, the YAML file, defaults. :func:`load_settings_with_origins`
+reads each layer as a plain mapping, merges them in that order (defaults, YAML, environment,
+command line, each overriding the one before) and validates the result once; a bare
+``Sam2ToolSettings()`` reads nothing but its arguments. Every problem is collected and raised at
+once as a :class:`~sam2tool.config.problems.ConfigError`, each naming the dotted key, the value
+and where the value came from (``file:line``, the environment variable, or the command line).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from sam2tool.config.sources import (
     MISSING,
     YamlLayer,
     get_path,
+    merge_layers,
     parse_overrides,
     read_yaml_config,
     set_path,
-    settings_layers,
 )
 
 
@@ -84,22 +86,26 @@ def load_settings_with_origins(
     variables, environment_problem = _read_environment() if environment else ({}, None)
     if environment_problem is not None:
         # pydantic-settings stops at the first variable it cannot parse: report it, then
-        # validate everything else without the environment.
+        # validate everything else without the environment (``variables`` is empty).
         problems.append(environment_problem)
-    use_environment = environment and environment_problem is None
     origins = SettingsOrigins(cli, variables, layer)
-    with settings_layers(layer, environment=use_environment):
-        try:
-            settings = Sam2ToolSettings(**cli)
-        except ValidationError as exc:
-            problems += _problems(exc, origins)
+    # Defaults are the schema's own: validation fills in every key that no layer sets.
+    merged = merge_layers(layer.data if layer is not None else {}, variables, cli)
+    try:
+        settings = Sam2ToolSettings.model_validate(merged)
+    except ValidationError as exc:
+        problems += _problems(exc, origins)
     if problems:
         raise ConfigError(problems)
     return settings, origins
 
 
 def _read_environment() -> tuple[dict[str, Any], ConfigProblem | None]:
-    """The ``SAM2TOOL_*`` variables as a nested mapping (as pydantic-settings sees them), or a problem."""
+    """The ``SAM2TOOL_*`` variables as a nested mapping, or a problem.
+
+    pydantic-settings' environment source reads them, configured by ``Sam2ToolSettings.model_config``
+    (prefix, ``__`` between section and key, JSON for lists and sections, ``null`` for None).
+    """
     try:
         return EnvSettingsSource(Sam2ToolSettings)(), None
     except SettingsError:

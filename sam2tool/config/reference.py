@@ -42,10 +42,7 @@ def render_reference() -> str:
 
 
 def _defaults() -> dict[str, Any]:
-    from sam2tool.config.sources import settings_layers
-
-    with settings_layers(None, environment=False):
-        return Sam2ToolSettings().model_dump(mode="json")
+    return Sam2ToolSettings().model_dump(mode="json")
 
 
 def _type_name(annotation: Any) -> str:

@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sam2tool.config.choices import Accelerator, Precision, Strategy
 from sam2tool.config.cross_checks import cross_field_problems
@@ -516,8 +512,11 @@ class Sam2ToolSettings(BaseSettings):
 
     Build it with :func:`sam2tool.config.loading.load_settings`, which layers a YAML file,
     environment variables and command-line overrides and reports every problem at once.
+    ``Sam2ToolSettings(**values)`` is ``values`` over the defaults: it reads no environment.
     """
 
+    # The env_* options say how load_settings reads SAM2TOOL_* variables (with pydantic-settings'
+    # EnvSettingsSource); constructing the class does not read them (see __init__).
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTED_DELIMITER,
@@ -551,27 +550,15 @@ class Sam2ToolSettings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
     """Outputs."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Return the sources, highest priority first.
+    def __init__(self, **values: Any) -> None:
+        """Validate ``values`` over the defaults declared above, and read nothing else.
 
-        1. init arguments: command-line flags and ``key.path=value`` overrides,
-        2. environment variables ``SAM2TOOL_SECTION__KEY``,
-        3. the YAML file given with ``--config`` (see ``sam2tool.config.sources``),
-        then the defaults declared above. No .env or secrets files are read.
+        pydantic-settings' own ``__init__`` (which reads the environment, and takes options such as
+        ``_env_file``) is skipped: :func:`sam2tool.config.loading.load_settings_with_origins` merges
+        the YAML file, the environment and the command line explicitly and validates the result
+        here, where a key such as ``_env_file`` is an unknown key like any other.
         """
-        from sam2tool.config.sources import YamlLayerSource, environment_enabled
-
-        if not environment_enabled():
-            return (init_settings, YamlLayerSource(settings_cls))
-        return (init_settings, env_settings, YamlLayerSource(settings_cls))
+        BaseModel.__init__(self, **values)
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> Sam2ToolSettings:

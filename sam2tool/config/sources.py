@@ -1,25 +1,21 @@
 """The layers a configuration is built from: a YAML file and ``key.path=value`` overrides.
 
 The YAML file is parsed once, keeping the line of every key so that problems can point at it.
-During :func:`sam2tool.config.loading.load_settings` the parsed file is made visible to the
-settings class through :class:`YamlLayerSource`, which pydantic-settings consults below the
-environment (see ``Sam2ToolSettings.settings_customise_sources``).
+:func:`sam2tool.config.loading.load_settings` merges the layers with :func:`merge_layers`
+(defaults, then the YAML file, then the environment, then the command line) and validates the
+result once; nothing here is global.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic.fields import FieldInfo
-from pydantic_settings import PydanticBaseSettingsSource
 
 from sam2tool.config.problems import ConfigError, ConfigProblem
 
@@ -61,48 +57,22 @@ class YamlLayer:
         return str(self.path)
 
 
-@dataclass(frozen=True)
-class _Layers:
-    yaml_file: YamlLayer | None = None
-    environment: bool = True
+def merge_layers(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested mappings, each overriding the ones before it.
 
-
-_NO_LAYERS = _Layers()
-_CURRENT: ContextVar[_Layers | None] = ContextVar("sam2tool_settings_layers", default=None)
-
-
-@contextlib.contextmanager
-def settings_layers(yaml_file: YamlLayer | None, *, environment: bool = True) -> Iterator[None]:
-    """Make ``yaml_file`` the YAML source of settings built inside the block.
-
-    Args:
-        yaml_file: The parsed config file, or None.
-        environment: Whether ``SAM2TOOL_*`` environment variables are read (presets are not).
-
+    Mappings present in both are merged key by key (a layer that sets ``optimizer.lr`` keeps the
+    ``optimizer.weight_decay`` of the layers below); any other value replaces what was there.
+    The result is a copy: the layers are left as they are.
     """
-    token = _CURRENT.set(_Layers(yaml_file, environment))
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
-
-
-def environment_enabled() -> bool:
-    """Whether settings built now read the environment (see :func:`settings_layers`)."""
-    return (_CURRENT.get() or _NO_LAYERS).environment
-
-
-class YamlLayerSource(PydanticBaseSettingsSource):
-    """pydantic-settings source returning the YAML file set by :func:`settings_layers` (or nothing)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        """Unused: the whole mapping is returned by ``__call__``."""
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        """Return the YAML layer's data (a copy), or an empty mapping outside ``settings_layers``."""
-        layer = (_CURRENT.get() or _NO_LAYERS).yaml_file
-        return copy.deepcopy(layer.data) if layer is not None else {}
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            below = merged.get(key)
+            if isinstance(below, dict) and isinstance(value, dict):
+                merged[key] = merge_layers(below, value)
+            else:
+                merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def read_yaml_config(path: Path) -> YamlLayer:

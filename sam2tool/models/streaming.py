@@ -13,11 +13,13 @@ the official API and computation (``init_state`` -> ``add_new_points_or_box`` / 
   (times the temporal stride) and object pointers of the last ``max_obj_ptrs_in_encoder`` frames.
 
 Masks and logits are the official predictor's (see the tests); memory stays constant in the
-length of the video.
+length of the video. While the predictor computes a frame it is quiet (see :func:`_quiet`); the
+warning filters and sam2's progress bar are as they were outside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -35,18 +37,30 @@ from sam2tool.data.layout import natural_key
 from sam2tool.data.video_file import VideoFileReader
 from sam2tool.errors import DataError
 
-# Without sam2's optional CUDA extension the predictor warns on every frame and skips hole filling
-# (results are otherwise the same); sam2tool documents this once instead. sam2tool shows its own
-# progress bar, so the predictor's tqdm bar is silenced too.
-warnings.filterwarnings("ignore", message=r"cannot import name '_C' from 'sam2'", category=UserWarning)
-warnings.filterwarnings("ignore", message=r"Skipping the post-processing step", category=UserWarning)
-
 
 def _no_progress_bar(iterable: Any, *args: Any, **kwargs: Any) -> Any:
     return iterable
 
 
-sam2_video_predictor.tqdm = _no_progress_bar
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence sam2's per-frame warnings and its progress bar inside the block, then restore both.
+
+    Without sam2's optional CUDA extension the predictor warns on every frame and skips hole
+    filling (results are otherwise the same); sam2tool documents this once instead. sam2tool shows
+    its own progress bar, so the predictor's tqdm bar (a global of ``sam2.sam2_video_predictor``)
+    is silenced too.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"cannot import name '_C' from 'sam2'", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"Skipping the post-processing step", category=UserWarning)
+        progress_bar = sam2_video_predictor.tqdm
+        sam2_video_predictor.tqdm = _no_progress_bar
+        try:
+            yield
+        finally:
+            sam2_video_predictor.tqdm = progress_bar
+
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
@@ -236,12 +250,27 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
         max_frame_num_to_track: int | None = None,
         reverse: bool = False,
     ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
-        """Yield ``(frame_idx, obj_ids, masks at video resolution)`` frame by frame, forgetting as it goes."""
-        for frame_idx, obj_ids, masks in super().propagate_in_video(
-            inference_state, start_frame_idx, max_frame_num_to_track, reverse
-        ):
-            yield frame_idx, obj_ids, masks
-            self._forget(inference_state, frame_idx, reverse)
+        """Yield ``(frame_idx, obj_ids, masks at video resolution)`` frame by frame, forgetting as it goes.
+
+        Each frame is computed quietly (:func:`_quiet`); the caller's code between frames is not.
+        """
+        frames = super().propagate_in_video(inference_state, start_frame_idx, max_frame_num_to_track, reverse)
+        try:
+            while True:
+                with _quiet():
+                    step = next(frames, None)
+                if step is None:
+                    return
+                frame_idx, obj_ids, masks = step
+                yield frame_idx, obj_ids, masks
+                self._forget(inference_state, frame_idx, reverse)
+        finally:
+            frames.close()
+
+    def _run_single_frame_inference(self, *args: Any, **kwargs: Any) -> Any:
+        """The official computation of one frame, quietly (prompts call it as well as propagation)."""
+        with _quiet():
+            return super()._run_single_frame_inference(*args, **kwargs)
 
     def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
         """Drop outputs more than a window behind ``frame_idx``.

@@ -12,7 +12,6 @@ from sam2tool.config.loading import SettingsOrigins, load_settings_with_origins
 from sam2tool.config.presets import DEFAULT_PRESET, PRESETS
 from sam2tool.config.problems import ConfigError, ConfigProblem, did_you_mean
 from sam2tool.config.schema import Sam2ToolSettings
-from sam2tool.config.sources import settings_layers
 from sam2tool.config.yaml_writer import render_settings_yaml
 from sam2tool.errors import Sam2ToolError, UsageError
 
@@ -26,8 +25,7 @@ def preset_settings(preset: str) -> Sam2ToolSettings:
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset '{preset}'; " + did_you_mean(preset, PRESETS, noun="presets"))
-    with settings_layers(None, environment=False):
-        return Sam2ToolSettings(**PRESETS[preset].values)
+    return Sam2ToolSettings.model_validate(PRESETS[preset].values)
 
 
 def preset_yaml(preset: str) -> str:

@@ -9,7 +9,8 @@ import pytest
 
 from sam2tool.config.loading import load_settings
 from sam2tool.config.problems import ConfigError
-from sam2tool.config.sources import parse_overrides
+from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.config.sources import merge_layers, parse_overrides
 
 WriteFile = Callable[[str, str], Path]
 
@@ -42,6 +43,40 @@ def test_environment_overrides_yaml(write_file: WriteFile, monkeypatch: pytest.M
     settings = load_settings(path)
     assert settings.optimizer.lr == 7e-5
     assert settings.optimizer.weight_decay == 0.05  # env replaced one key, not the section
+
+
+def test_only_load_settings_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAM2TOOL_OPTIMIZER__LR", "7e-5")
+    assert Sam2ToolSettings().optimizer.lr == 1e-4
+    assert Sam2ToolSettings.model_validate({"optimizer": {"weight_decay": 0.5}}).optimizer.lr == 1e-4
+    assert load_settings().optimizer.lr == 7e-5
+    assert load_settings(environment=False).optimizer.lr == 1e-4
+
+
+def test_options_of_pydantic_settings_are_unknown_keys(write_file: WriteFile) -> None:
+    path = write_file("c.yaml", "_env_file: .env\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path, ["_secrets_dir=/run/secrets"])
+    found = problems_of(excinfo)
+    assert found["_env_file"].startswith(f"{path}:1: _env_file: unknown key")
+    assert found["_secrets_dir"].startswith("command line: _secrets_dir: unknown key")
+
+
+def test_layers_merge_key_by_key_each_over_the_one_before() -> None:
+    yaml_file = {"optimizer": {"lr": 1, "weight_decay": 2}, "dataset": {"mix": [{"root": "a"}]}}
+    environment = {"optimizer": {"lr": 3}, "dataset": {"mix": []}}
+    command_line = {"optimizer": {"betas": [0.9, 0.99]}, "model": {"size": "micro"}}
+    merged = merge_layers(yaml_file, environment, command_line)
+    assert merged == {
+        "optimizer": {"lr": 3, "weight_decay": 2, "betas": [0.9, 0.99]},
+        "dataset": {"mix": []},
+        "model": {"size": "micro"},
+    }
+    assert merge_layers({"model": {"size": "tiny"}}, {"model": 5}, {"model": {"checkpoint": None}}) == {
+        "model": {"checkpoint": None}
+    }
+    merged["dataset"]["mix"].append("x")
+    assert environment == {"optimizer": {"lr": 3}, "dataset": {"mix": []}}  # the layers are not changed
 
 
 def test_command_line_overrides_environment(write_file: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ from sam2tool.config.schema import ModelSettings
 from sam2tool.models.build import build_video_predictor, model_overrides
 from sam2tool.models.checkpoints import save_official_checkpoint
 from sam2tool.models.streaming import FolderFrames
+from tests.conftest import REPO
 
 SIZE = 128
 
@@ -119,3 +124,39 @@ def test_an_object_that_first_appears_later_is_tracked_on_the_cpu(predictors) ->
     results = {t: masks for t, _, masks in ours.propagate_in_video(state)}
     assert len(results) == 34 and all(torch.isfinite(m).all() for m in results.values())
     assert results[6][2].gt(0).sum() > 0  # object 3 on its prompted frame
+
+
+def test_importing_the_module_leaves_warnings_and_sam2_alone() -> None:
+    code = (
+        "import warnings\n"
+        "import sam2.sam2_video_predictor as official\n"
+        "filters, progress_bar = list(warnings.filters), official.tqdm\n"
+        "import sam2tool.models.streaming\n"
+        "print('FILTERS', list(warnings.filters) == filters, 'TQDM', official.tqdm is progress_bar)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert "FILTERS True TQDM True" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_predictor_is_quiet_only_while_it_computes(predictors, capfd: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from sam2 import sam2_video_predictor
+
+    ours, theirs, frames = predictors
+    progress_bar, filters = sam2_video_predictor.tqdm, list(warnings.filters)
+    heard = {}
+    for name, predictor, source in (("ours", ours, FolderFrames(frames)), ("theirs", theirs, str(frames))):
+        capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = predictor.init_state(source)
+            prompt(predictor, state, 1)
+            for _ in predictor.propagate_in_video(state, max_frame_num_to_track=3):
+                assert sam2_video_predictor.tqdm is progress_bar  # between frames, as it was
+        heard[name] = (" ".join(str(w.message) for w in caught), capfd.readouterr().err)
+    # The official predictor shows a bar and, without sam2's CUDA extension, warns on every frame.
+    if importlib.util.find_spec("sam2._C") is None:
+        assert "cannot import name '_C' from 'sam2'" in heard["theirs"][0]
+    assert "propagate in video" in heard["theirs"][1]
+    assert "post-processing" not in heard["ours"][0] and "cannot import name '_C'" not in heard["ours"][0]
+    assert "propagate in video" not in heard["ours"][1]
+    assert sam2_video_predictor.tqdm is progress_bar and warnings.filters == filters
