@@ -3,6 +3,10 @@
 Everything is first written to a temporary sibling (same folder, so the final ``os.replace``
 is atomic on POSIX file systems), flushed to disk, then renamed over the destination. On any
 exception the temporary file or folder is removed and the destination is left untouched.
+
+What is renamed into place gets the modes of any new file or folder under the user's umask
+(``0o666`` / ``0o777`` minus the umask), whatever the library that wrote it chose: safetensors,
+for one, creates its files ``0600``, which shared cluster folders cannot read.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def atomic_path(destination: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        _give_default_mode(tmp)
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)
@@ -92,9 +97,32 @@ def atomic_folder(output: Path) -> Iterator[Path]:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         yield staging
+        _give_default_modes(staging)
         _replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_default_mode(path: Path, mask: int | None = None) -> None:
+    """Give ``path`` the mode a new file (or folder) gets under the umask."""
+    mask = _umask() if mask is None else mask
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _give_default_modes(folder: Path) -> None:
+    """:func:`_give_default_mode` for ``folder`` and everything in it."""
+    mask = _umask()
+    _give_default_mode(folder, mask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            _give_default_mode(path, mask)
 
 
 def _remove_stale_staging(output: Path) -> None:

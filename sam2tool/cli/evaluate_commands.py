@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sam2tool.cli.predict_commands import AUTO_DEVICE, DeviceName
-from sam2tool.cli.reporting import DebugOption, choice_members, console, progress_bar, reporting_errors
+from sam2tool.cli.reporting import DebugOption, Overrides, choice_members, console, progress_bar, reporting_errors
 from sam2tool.config.choices import EvalProtocol, PromptKind
 
 #: The sections of ``evaluate --help``: the options of each mode, and those both take.
@@ -27,6 +27,7 @@ _MASK_PROMPT = PromptName("mask")
 
 
 def evaluate(
+    overrides: Overrides = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -128,6 +129,11 @@ def evaluate(
             if predictions is not None or ground_truth is not None:
                 if predictions is None or ground_truth is None or config is not None:
                     raise UsageError("score mode takes --predictions and --ground-truth (and no --config)")
+                if overrides:
+                    raise UsageError(
+                        f"{overrides[0]}: key.path=value settings change the model of model mode (--config); "
+                        "score mode takes none"
+                    )
                 evaluation = evaluate_predictions(predictions, ground_truth, output, **common, on_video=on_video)
             else:
                 if config is None:
@@ -135,6 +141,7 @@ def evaluate(
                 evaluation = evaluate_checkpoint(
                     config,
                     output,
+                    overrides=overrides or [],
                     data=data,
                     checkpoint=checkpoint,
                     baseline=baseline,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, choice_members, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, Overrides, choice_members, console, reporting_errors
 from sam2tool.config.choices import ExportDtype
 
 DtypeName = Enum("DtypeName", choice_members(ExportDtype), type=str)  # type: ignore[misc]
@@ -21,6 +21,7 @@ def export(
         Path, typer.Argument(help="A training checkpoint (run folder checkpoints/*.ckpt), or any SAM 2 checkpoint.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (created; see --force).")],
+    overrides: Overrides = None,
     format: Annotated[
         str,
         typer.Option(
@@ -58,6 +59,7 @@ def export(
                 dtype=dtype.value,
                 config=config,
                 image_size=image_size,
+                overrides=overrides or [],
                 force=force,
                 onnx_tolerance=onnx_tolerance,
                 on_stage=lambda text: status.update(text),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, choice_members, console, progress_bar, reporting_errors
+from sam2tool.cli.reporting import DebugOption, Overrides, choice_members, console, progress_bar, reporting_errors
 from sam2tool.config.choices import Device
 
 DeviceName = Enum("DeviceName", choice_members(Device), type=str)  # type: ignore[misc]
@@ -20,6 +20,7 @@ def predict_video(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for the masks: one DAVIS palette PNG per frame.")
     ],
+    overrides: Overrides = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Config whose model section (and dataset.image_size) to use.")
     ] = None,
@@ -88,7 +89,7 @@ def predict_video(
     from sam2tool.services.predict_video import predict_video as run
 
     with reporting_errors(debug):
-        settings, size = model_settings(config, checkpoint, model, image_size)
+        settings, size = model_settings(config, checkpoint, model, image_size, overrides or [])
         inputs = PromptInputs(points=point or (), box=box, mask=mask, prompts_file=prompts, obj_id=obj_id, frame=frame)
         items = gather_prompts(inputs)
         options = TrackOptions(

@@ -22,6 +22,13 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show debug logs and full tracebacks.")]
+#: ``key.path=value`` settings on the command line: train, resume, predict-video, evaluate and export take them.
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Settings as key.path=value, e.g. optimizer.lr=3e-5 dataset.image_size=512.", show_default=False
+    ),
+]
 
 
 def choice_members(choices: Any) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sam2tool.cli.reporting import DebugOption, choice_members, console, reporting_errors
+from sam2tool.cli.reporting import DebugOption, Overrides, choice_members, console, reporting_errors
 from sam2tool.config.choices import Accelerator, Precision, Strategy
 
 # The flags take exactly the values their settings accept (tests/cli/test_choices.py).
@@ -18,12 +18,6 @@ AcceleratorName = Enum("AcceleratorName", choice_members(Accelerator), type=str)
 StrategyName = Enum("StrategyName", choice_members(Strategy), type=str)  # type: ignore[misc]
 
 
-Overrides = Annotated[
-    list[str] | None,
-    typer.Argument(
-        help="Settings as key.path=value, e.g. optimizer.lr=3e-5 dataset.image_size=512.", show_default=False
-    ),
-]
 MaxEpochs = Annotated[int | None, typer.Option("--max-epochs", min=1, help="trainer.max_epochs.")]
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="trainer.max_steps.")]
 NoWandb = Annotated[bool, typer.Option("--no-wandb", help="Do not log to Weights & Biases (logging.wandb=false).")]

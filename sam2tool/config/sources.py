@@ -216,6 +216,18 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def override_keys(overrides: Sequence[str]) -> set[str]:
+    """The dotted keys ``key.path=value`` overrides set (``{"a.b", "a.c"}`` for ``["a.b=1", "a.c=x"]``)."""
+    return {".".join(path) for path in _leaf_paths(parse_overrides(overrides))}
+
+
+def _leaf_paths(tree: Mapping[str, Any], prefix: KeyPath = ()) -> list[KeyPath]:
+    paths: list[KeyPath] = []
+    for key, value in tree.items():
+        paths += _leaf_paths(value, (*prefix, key)) if isinstance(value, Mapping) else [(*prefix, key)]
+    return paths
+
+
 def set_path(target: dict[str, Any], parts: Sequence[str], value: Any) -> None:
     """Set ``target[parts[0]][parts[1]]... = value``, creating (or replacing) mappings on the way."""
     cursor = target

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,12 +58,8 @@ def read_state_dict(path: Path) -> StateDict:
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Detected pickle protocol 4"
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"refused to load {path}: it holds Python objects other than tensors and plain "
-                "containers, and unpickling them could run code; if you trust the file, re-save its "
-                "weights with torch.save({'model': state_dict}, path)"
-            ) from None
+        if _refused_objects(path, str(exc)):
+            raise CheckpointError(_holds_more_than_weights(path, str(exc))) from None
         raise CheckpointError(_not_a_checkpoint(path)) from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
@@ -91,6 +88,26 @@ def _existing_file(path: Path) -> Path:
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CheckpointError(f"checkpoint {path} {what}; check the path (model.checkpoint, --checkpoint, CHECKPOINT)")
     return path
+
+
+def _refused_objects(path: Path, error: str) -> bool:
+    """Whether the weights-only unpickler refused objects (not garbage): a global, or a plain pickle stream."""
+    if "GLOBAL" in error or "Unsupported global" in error:
+        return True
+    with open(path, "rb") as fh:
+        is_pickle = fh.read(1) == b"\x80"  # PROTO: a pickle not written by torch.save
+    return is_pickle and error.startswith("Weights only load failed")
+
+
+def _holds_more_than_weights(path: Path, error: str) -> str:
+    """Why a file the weights-only unpickler refused was not loaded (never PyTorch's hint to load it unsafely)."""
+    found = re.search(r"GLOBAL ([\w.]+)", error)
+    what = f" (such as {found.group(1)})" if found else ""
+    return (
+        f"refused to load {path}: it holds Python objects other than tensors and plain containers{what}, that is "
+        "more than weights, and unpickling them could run code. sam2tool loads only weights, so nothing in the file "
+        "was run; if you trust it, re-save its weights with torch.save({'model': state_dict}, path)"
+    )
 
 
 def _not_a_checkpoint(path: Path, exc: BaseException | None = None) -> str:

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -363,6 +363,7 @@ def evaluate_checkpoint(
     config: Path,
     output: Path | None = None,
     *,
+    overrides: Sequence[str] = (),
     data: Path | None = None,
     split: str | None = None,
     checkpoint: str | None = None,
@@ -375,14 +376,15 @@ def evaluate_checkpoint(
 ) -> Evaluation:
     """Model mode: evaluate the model of ``config`` (or ``checkpoint``) on held-out videos.
 
-    The videos are the ``split`` (default ``dataset.val_split``) of ``data`` (default
-    ``dataset.root``); the reports go to ``output``, by default ``evaluation``.
+    ``overrides`` (``key.path=value``) go on top of the config. The videos are the ``split``
+    (default ``dataset.val_split``) of ``data`` (default ``dataset.root``); the reports go to
+    ``output``, by default ``evaluation``.
 
     Raises:
         UsageError: The config sets no data folder and none is given, or see :func:`evaluate_model`.
 
     """
-    settings = load_settings(config)
+    settings = load_settings(config, overrides)
     root = data or settings.dataset.root
     if root is None:
         raise UsageError(f"{config} sets no dataset.root; pass --data")

@@ -29,6 +29,7 @@ from sam2tool.atomic import atomic_folder, check_replaceable
 from sam2tool.config.choices import ExportDtype
 from sam2tool.config.loading import load_settings
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.config.sources import override_keys
 from sam2tool.data.layout import manifest_fingerprint
 from sam2tool.errors import ExportError, UsageError
 from sam2tool.export.weights import (
@@ -95,12 +96,13 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_settings(
-    checkpoint: Path, config: Path | None = None, image_size: int | None = None
+    checkpoint: Path, config: Path | None = None, image_size: int | None = None, overrides: Sequence[str] = ()
 ) -> tuple[Sam2ToolSettings, dict[str, Any] | None]:
     """The settings a checkpoint was trained with, and its sam2tool metadata.
 
     A sam2tool training checkpoint carries its settings, and an exported ``model.pt`` has them in
     its model card. Any other checkpoint (Meta's) needs ``config`` to say which model it holds.
+    ``key.path=value`` ``overrides`` go on top of either.
 
     Raises:
         UsageError: The checkpoint has no settings and no config was given.
@@ -111,7 +113,8 @@ def export_settings(
     if trained is not None:
         if config is not None:
             log.warning("%s carries the settings it was trained with; --config %s is not used", checkpoint, config)
-        flags, config = trained, None
+        given = override_keys(overrides)  # they win over what the checkpoint says
+        flags, config = {key: value for key, value in trained.items() if key not in given}, None
     elif config is None:
         raise UsageError(
             f"{checkpoint} is not a sam2tool training checkpoint, so it does not say which model it holds; "
@@ -120,7 +123,7 @@ def export_settings(
     if image_size is not None:
         flags["dataset.image_size"] = image_size
     flags["model.checkpoint"] = str(checkpoint)
-    settings = load_settings(config, flags=flags, environment=False)
+    settings = load_settings(config, overrides, flags, environment=False)
     return settings, meta
 
 
@@ -132,6 +135,7 @@ def export_model(
     dtype: ExportDtype = "fp32",
     config: Path | None = None,
     image_size: int | None = None,
+    overrides: Sequence[str] = (),
     force: bool = False,
     onnx_tolerance: float | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -145,6 +149,7 @@ def export_model(
         dtype: Dtype of the weight files (ONNX graphs are always float32).
         config: Settings for a checkpoint that does not carry them.
         image_size: Input size of the exported model (default: the one it was trained at).
+        overrides: ``key.path=value`` settings on top of the checkpoint's (or ``config``'s).
         force: Replace an existing export folder.
         onnx_tolerance: Largest accepted difference between onnxruntime and PyTorch outputs.
         on_stage: Called with a short description before each stage (progress).
@@ -163,7 +168,7 @@ def export_model(
         raise UsageError(f"no format to export; choose from {','.join(FORMATS)}")
     check_replaceable(output, force, marker=MODEL_CARD, writer="sam2tool export")
     stage("Loading the checkpoint")
-    settings, meta = export_settings(checkpoint, config, image_size)
+    settings, meta = export_settings(checkpoint, config, image_size, overrides)
     model_settings = settings.model.model_copy(update={"trainable_modules": ["all"], "lora_targets": []})
     built = build_model(model_settings, settings.dataset.image_size, progress=False)
     model = built.model.float().eval()

@@ -15,6 +15,7 @@ import numpy as np
 from sam2tool.config.loading import load_settings
 from sam2tool.config.registry import get_spec, official_checkpoint_spec
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.config.sources import override_keys
 from sam2tool.data.images import ImageProblem, read_label_mask
 from sam2tool.errors import DataError, UsageError
 from sam2tool.models.checkpoints import trained_model_flags
@@ -185,19 +186,21 @@ def model_settings(
     checkpoint: str | None = None,
     model: str | None = None,
     image_size: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[Sam2ToolSettings, int]:
     """The settings of the model to track with, and its input size.
 
     ``model`` names an official model (or the packaged base); ``checkpoint`` is a training
     checkpoint or an export (their model and size are used when neither ``config`` nor ``model``
-    is given), or an official checkpoint file. Without ``config`` or ``image_size``, the size is
-    what the model was trained at (1024, or 128 for micro).
+    is given), or an official checkpoint file. ``key.path=value`` ``overrides`` go on top of the
+    config or the checkpoint's settings. Without ``config``, ``image_size`` or a
+    ``dataset.image_size`` override, the size is what the model was trained at (1024, or 128 for micro).
 
     Raises:
         UsageError: An unknown model name, or settings that do not validate.
 
     """
-    flags: dict[str, object] = {}
+    explicit: dict[str, object] = {}  # the flags: they win over overrides, as in train
     if model is not None:
         spec = official_checkpoint_spec(model)
         if spec is None:
@@ -205,17 +208,18 @@ def model_settings(
                 f"--model {model!r} is not an official model name (e.g. sam2.1_hiera_tiny, or sam2.1_micro, "
                 "the base packaged with sam2tool)"
             )
-        flags.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
+        explicit.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
     trained = None
     if checkpoint is not None:
         if config is None and model is None and Path(checkpoint).is_file():
             trained = trained_model_flags(Path(checkpoint))  # the model it was trained as
-        flags.update(trained or {})
-        flags["model.checkpoint"] = checkpoint
+        explicit["model.checkpoint"] = checkpoint
     if image_size is not None:
-        flags["dataset.image_size"] = image_size  # validated like the config key
-    settings = load_settings(config, flags=flags)
-    known_size = config is not None or image_size is not None or trained is not None
+        explicit["dataset.image_size"] = image_size  # validated like the config key
+    given = override_keys(overrides)  # they win over what the checkpoint says
+    base = {key: value for key, value in (trained or {}).items() if key not in given}
+    settings = load_settings(config, overrides, {**base, **explicit})
+    known_size = config is not None or trained is not None or "dataset.image_size" in given | set(explicit)
     trained_at = get_spec(settings.model.version, settings.model.size).image_size
     return settings, settings.dataset.image_size if known_size else trained_at
 

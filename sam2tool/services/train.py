@@ -32,7 +32,7 @@ from sam2tool.atomic import atomic_write_text
 from sam2tool.config.loading import load_settings
 from sam2tool.config.problems import ConfigError
 from sam2tool.config.schema import Sam2ToolSettings
-from sam2tool.config.sources import parse_overrides
+from sam2tool.config.sources import override_keys
 from sam2tool.config.yaml_writer import render_settings_yaml
 from sam2tool.data.datamodule import ClipDataModule
 from sam2tool.errors import Sam2ToolError, Terminated, UsageError
@@ -478,7 +478,7 @@ def resume(
         raise UsageError(
             f"{checkpoint} is not a sam2tool training checkpoint; resume continues runs of `sam2tool train`"
         )
-    changed = {".".join(path) for path in _leaf_paths(parse_overrides(overrides))}
+    changed = override_keys(overrides)
     changed |= {key for key, value in (flags or {}).items() if value is not None}
     check_resume_config(meta["config"], saved_settings, set())
     check_resume_config(meta["config"], settings, changed)
@@ -487,13 +487,3 @@ def resume(
         config_text = render_settings_yaml(settings, f"sam2tool run {run_dir}: the resolved settings (resumed)")
     log.info("Resuming %s from %s", run_dir, checkpoint)
     return train(settings, debug=debug, run_dir=run_dir, checkpoint=checkpoint, config_text=config_text)
-
-
-def _leaf_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    paths: list[tuple[str, ...]] = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            paths += _leaf_paths(value, (*prefix, key))
-        else:
-            paths.append((*prefix, key))
-    return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -88,6 +89,33 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"refused to load .*evil.pt: it holds Python objects other than tensors"):
         read_state_dict(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_checkpoint_that_runs_a_command_is_refused_as_more_than_weights(tmp_path: Path, protocol: int) -> None:
+    path = tmp_path / "evil.pt"
+    payload = {"model": {"w": torch.zeros(1)}, "payload": Command("touch " + str(tmp_path / "marker.txt"))}
+    if protocol == 2:
+        torch.save(payload, path)
+    else:  # a plain pickle, not written by torch.save
+        path.write_bytes(pickle.dumps(payload, protocol=protocol))
+    with pytest.raises(CheckpointError) as caught:
+        read_state_dict(path)
+    message = str(caught.value)
+    assert message.startswith(f"refused to load {path}: it holds Python objects other than tensors")
+    assert "more than weights" in message and "sam2tool loads only weights" in message
+    assert "weights_only" not in message and "corrupt" not in message
+    assert not (tmp_path / "marker.txt").exists()
+
+
+class Command:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (self.command,))
 
 
 def test_plain_pickle_with_code_is_refused(tmp_path: Path) -> None:
