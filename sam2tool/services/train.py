@@ -366,7 +366,9 @@ def _loggers(settings: Sam2ToolSettings, run_dir: Path, resume_step: int | None,
     """
     loggers: list[Logger] = [MetricsCSV(run_dir / METRICS_FILE, resume_step=resume_step if _is_rank_zero() else None)]
     if settings.logging.tensorboard and not debug:
-        purge: dict[str, Any] = {} if resume_step is None else {"purge_step": resume_step + 1}
+        # Steps are logged from 0: the batch that made global step N logged at N - 1, so what a resumed
+        # run logs starts at the checkpoint's step, and events from there on are the lost ones.
+        purge: dict[str, Any] = {} if resume_step is None else {"purge_step": resume_step}
         loggers.append(
             TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False, **purge)
         )

@@ -22,7 +22,7 @@ from sam2tool.config.yaml_writer import render_settings_yaml
 from sam2tool.errors import DataError, UsageError
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import load_into, read_state_dict
-from sam2tool.services.train import TrainResult, check_resume_config, run_dir_of, train
+from sam2tool.services.train import TrainResult, _loggers, check_resume_config, run_dir_of, train
 from tests.conftest import RUN_SIZE as SIZE
 from tests.conftest import micro_run_settings, prepare_synthetic
 
@@ -93,6 +93,29 @@ def test_tensorboard_logs_losses_learning_rates_jf_and_overlays_into_the_run_fol
         assert len(pictures) == 2  # one per validation
         picture = Image.open(io.BytesIO(pictures[-1].encoded_image_string))
         assert picture.size == (3 * SIZE + 2 * 4, 2 * SIZE)  # three frames; predicted above ground truth
+
+
+def test_a_resumed_run_continues_the_tensorboard_folder_and_hides_what_came_after_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = Sam2ToolSettings(logging={"tensorboard": True})
+
+    def log(resume_step: int | None, steps: range, lost: bool = False) -> None:
+        (logger,) = [lg for lg in _loggers(settings, tmp_path, resume_step, False) if isinstance(lg, TensorBoardLogger)]
+        for step in steps:
+            logger.log_metrics({"loss": step + (0.5 if lost and step >= 3 else 0.0)}, step)
+        logger.finalize("success")
+
+    log(None, range(6), lost=True)  # the checkpoint was at global step 3 (losses of steps 0..2); 3..5 were lost
+    log(3, range(3, 8))
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(s, float(s)) for s in range(8)]
+    assert not [lg for lg in _loggers(settings, tmp_path, None, True) if isinstance(lg, TensorBoardLogger)]  # debug
 
 
 def test_last_checkpoint_loads_safely_into_the_plain_model(finished: tuple[TrainResult, Sam2ToolSettings]) -> None:
