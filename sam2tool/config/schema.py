@@ -469,13 +469,17 @@ class SchedulerSettings(Section):
 
 
 class LoggingSettings(Section):
-    """Console and file logs, and Weights & Biases."""
+    """Console and file logs, TensorBoard, and Weights & Biases."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the console and of training.log."""
 
     progress: bool = True
     """Show progress bars."""
+
+    tensorboard: bool = True
+    """Log the losses, learning rates, validation J/F/J&F and overlay frames of held-out videos
+    to TensorBoard in `<run>/tensorboard/` (view with `tensorboard --logdir outputs/`)."""
 
     wandb: bool = False
     """Log to Weights & Biases (`--no-wandb` turns it off)."""

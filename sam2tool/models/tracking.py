@@ -164,7 +164,7 @@ def track(
                                 output / "objects" / str(k) / f"{name}.png", binary, atomic=True, palette=False
                             )
                     if options.overlay:
-                        picture = _overlay(np.asarray(state["images"].picture(frame_idx)), labels)
+                        picture = overlay(np.asarray(state["images"].picture(frame_idx)), labels)
                         (output / "overlays").mkdir(exist_ok=True)
                         Image.fromarray(picture).save(output / "overlays" / f"{name}.jpg", quality=90)
                     written.add(frame_idx)
@@ -190,7 +190,7 @@ def _labels(logits: Any, obj_ids: Sequence[int]) -> np.ndarray:
     return labels
 
 
-def _overlay(frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def overlay(frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The frame with each object tinted in its palette colour."""
     colours = PALETTE[labels].astype(np.float32)
     mixed: np.ndarray = np.where(labels[..., None] > 0, 0.45 * frame + 0.55 * colours, frame).astype(np.uint8)
@@ -205,7 +205,7 @@ def _write_video(
     try:
         for index in indices:
             labels = read_label_mask(output / f"{frames.name(index)}.png")
-            video.write(_overlay(np.asarray(frames.read(index)), labels))
+            video.write(overlay(np.asarray(frames.read(index)), labels))
     finally:
         video.close()
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sam2tool import __version__
-from sam2tool.atomic import atomic_path, atomic_write_text
+from sam2tool.atomic import atomic_write_text
 from sam2tool.config.choices import EvalProtocol, PromptKind
 from sam2tool.config.loading import load_settings
 from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, natural_key, read_split
@@ -195,8 +195,7 @@ def write_report(report: EvaluationReport, output: Path) -> list[Path]:
     totals = report.overall
     writer.writerow(["overall", "", *(_cell(totals[k]) for k in RESULT_KEYS), ""])
     atomic_write_text(csv_path, buffer.getvalue())
-    with atomic_path(chart_path) as tmp:
-        _bar_chart(report.per_video, totals["J&F"], tmp)
+    _bar_chart(report.per_video, totals["J&F"], chart_path)
     return [json_path, csv_path, chart_path]
 
 
@@ -206,61 +205,31 @@ def _cell(value: Any) -> str:
 
 
 def _bar_chart(per_video: list[dict[str, Any]], mean: float, path: Path) -> None:
-    """A horizontal bar chart of J&F per video (PNG)."""
+    """A horizontal bar chart of J&F per video (PNG), lowest first."""
+    from sam2tool.metrics.plots import bar_chart_figure, save_figure
+
     rows = sorted(per_video, key=lambda r: _value(r["J&F"]))
     title = f"J&F per video (mean {mean:.3f})" if math.isfinite(mean) else "J&F per video"
-    _draw_bars([(str(r["video"]), [_value(r["J&F"])]) for r in rows], title, [], path)
+    values = {"J&F": [float(r["J&F"]) for r in rows]}
+    save_figure(bar_chart_figure([str(r["video"]) for r in rows], values, title, overall=mean), path)
 
 
 def comparison_chart(before: EvaluationReport, after: EvaluationReport, path: Path) -> None:
-    """J&F per video before and after fine-tuning, side by side (PNG)."""
-    old = {str(r["video"]): _value(r["J&F"]) for r in before.per_video}
-    new = {str(r["video"]): _value(r["J&F"]) for r in after.per_video}
-    videos = sorted(new, key=lambda v: new[v] - old.get(v, 0.0))
+    """J&F per video before and after fine-tuning, side by side (PNG), most improved last."""
+    from sam2tool.metrics.plots import bar_chart_figure, save_figure
+
+    old = {str(r["video"]): float(r["J&F"]) for r in before.per_video}
+    new = {str(r["video"]): float(r["J&F"]) for r in after.per_video}
+    videos = sorted(new, key=lambda v: _value(new[v]) - _value(old.get(v)))
     title = f"J&F per video: before {before.overall['J&F']:.3f}, after {after.overall['J&F']:.3f}"
-    _draw_bars([(v, [old.get(v, 0.0), new[v]]) for v in videos], title, ["before", "after"], path)
-
-
-#: Bar colours (BGR) of the series of a chart: one series in blue; before grey, after blue.
-_SERIES_COLOURS = ((180, 119, 31), (160, 160, 160))
+    series = {"before": [old.get(v, math.nan) for v in videos], "after": [new[v] for v in videos]}
+    save_figure(bar_chart_figure(videos, series, title), path)
 
 
 def _value(value: Any) -> float:
+    """A score to sort by: undefined (None, NaN) counts as 0."""
     number = float(value) if value is not None else math.nan
     return number if math.isfinite(number) else 0.0
-
-
-def _draw_bars(rows: list[tuple[str, list[float]]], title: str, legend: list[str], path: Path) -> None:
-    """Horizontal bars (one per value of each row) with labels, drawn with OpenCV."""
-    import cv2
-    import numpy as np
-
-    series = max((len(values) for _, values in rows), default=1)
-    colours = [_SERIES_COLOURS[0]] if series == 1 else [_SERIES_COLOURS[1], _SERIES_COLOURS[0]]
-    label_width, bar_width, bar_height = 260, 520, 16
-    row_height = 6 + bar_height * series
-    top = 45 + (22 if legend else 0)
-    image = np.full((top + 15 + row_height * max(len(rows), 1), label_width + bar_width + 80, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(image, title, (10, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-    for index, name in enumerate(legend):
-        x = label_width + 120 * index
-        cv2.rectangle(image, (x, 40), (x + 14, 54), colours[index], -1)
-        cv2.putText(image, name, (x + 20, 52), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    for index, (label, values) in enumerate(rows):
-        y = top + index * row_height
-        cv2.putText(image, label[:32], (10, y + 12 + (series - 1) * bar_height // 2), font, 0.45, (0, 0, 0), 1)
-        for k, value in enumerate(values):
-            y0, length = y + k * bar_height, round(bar_width * min(max(value, 0.0), 1.0))
-            end = (label_width + bar_width, y0 + bar_height - 3)
-            cv2.rectangle(image, (label_width, y0), end, (235, 235, 235), -1)
-            cv2.rectangle(image, (label_width, y0), (label_width + length, y0 + bar_height - 3), colours[k], -1)
-            text_at = (label_width + length + 6, y0 + 11)
-            cv2.putText(image, f"{value:.3f}", text_at, font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise DataError(f"cannot encode the chart {path}")
-    path.write_bytes(encoded.tobytes())
 
 
 def predict_split(

@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -47,12 +47,14 @@ from sam2tool.training.run_files import (
     LOG_FILE,
     METRICS_FILE,
     RUN_DIR_ENV,
+    TENSORBOARD_DIR,
     AtomicCheckpointIO,
     LastCheckpoint,
     MetricsCSV,
     attach_file_log,
     new_run_dir,
     plot_curves,
+    tensorboard_available,
 )
 from sam2tool.training.validation import VideoValidator, check_validation_videos
 
@@ -74,6 +76,7 @@ RESUMABLE_CHANGES = (
     "dataset.num_workers",
     "logging.level",
     "logging.progress",
+    "logging.tensorboard",
     "logging.wandb",
     "logging.wandb_project",
     "logging.wandb_entity",
@@ -224,12 +227,13 @@ def train(
         config_text: The resolved config.yaml to write (default: rendered from ``settings``).
 
     Raises:
-        ConfigError: dataset.root is not set.
+        ConfigError: dataset.root is not set, or logging.tensorboard is on without TensorBoard installed.
         DataError: No usable training clip or validation video.
         Terminated: SIGTERM; the checkpoint saved is named.
         Sam2ToolError: Out of memory, a non-finite loss, or a checkpoint that does not load.
 
     """
+    _check_loggers(settings, debug)
     data, validate = _data(settings)
     with _run_folder(settings, run_dir, config_text, debug) as run:
         validator = (
@@ -343,9 +347,31 @@ def _step_of(checkpoint: Path | None) -> int | None:
     return int(meta.get("global_step", 0))
 
 
+def _check_loggers(settings: Sam2ToolSettings, debug: bool) -> None:
+    """Refuse, before any work, a logger that cannot run here."""
+    if settings.logging.tensorboard and not debug and not tensorboard_available():
+        raise ConfigError.single(
+            "logging.tensorboard",
+            "is true but TensorBoard is not installed; install it (`pip install tensorboard`) or set "
+            "logging.tensorboard=false",
+            value=True,
+        )
+
+
 def _loggers(settings: Sam2ToolSettings, run_dir: Path, resume_step: int | None, debug: bool) -> list[Logger]:
-    """metrics.csv, and Weights & Biases when ``logging.wandb`` (not in a debug run)."""
+    """metrics.csv; TensorBoard and Weights & Biases when ``logging.tensorboard`` and ``logging.wandb`` (not in debug).
+
+    TensorBoard writes to ``<run>/tensorboard/`` always (no version subfolder); a resumed run adds
+    an event file there and hides the events the interrupted run logged after its checkpoint.
+    """
     loggers: list[Logger] = [MetricsCSV(run_dir / METRICS_FILE, resume_step=resume_step if _is_rank_zero() else None)]
+    if settings.logging.tensorboard and not debug:
+        # Steps are logged from 0: the batch that made global step N logged at N - 1, so what a resumed
+        # run logs starts at the checkpoint's step, and events from there on are the lost ones.
+        purge: dict[str, Any] = {} if resume_step is None else {"purge_step": resume_step}
+        loggers.append(
+            TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False, **purge)
+        )
     if settings.logging.wandb and not debug:
         loggers.append(
             WandbLogger(

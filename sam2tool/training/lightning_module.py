@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from sam2tool import __version__
 from sam2tool.config.schema import Sam2ToolSettings
@@ -29,7 +30,7 @@ from sam2tool.models.lora import add_lora, merged_state_dict, set_frozen_eval
 from sam2tool.models.train_forward import PromptSimulation, enable_activation_checkpointing, forward_clip
 from sam2tool.training.loss import SAM2Loss
 from sam2tool.training.optim import build_optimizer, build_scheduler
-from sam2tool.training.validation import VideoValidator
+from sam2tool.training.validation import OVERLAY_VIDEOS, VideoValidator
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +143,26 @@ class SAM2LightningModule(L.LightningModule):
             self.validator.load(merged_state_dict(self.model), self.device)
 
     def validation_step(self, video: ValidationVideo, batch_idx: int) -> None:
-        """Track one held-out video from its first ground-truth masks and score it."""
+        """Track one held-out video from its first ground-truth masks and score it.
+
+        The first few videos also go to TensorBoard as pictures of their masks (``val/overlay/<video>``).
+        """
         if self.validator is None:
             return
+        writers = self._image_writers() if batch_idx < OVERLAY_VIDEOS else []
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            score = self.validator.score(video)
+            score = self.validator.score(video, draw_overlay=bool(writers))
         self._val_j += score.J
         self._val_f += score.F
+        if score.overlay is not None:
+            for writer in writers:
+                writer.add_image(f"val/overlay/{video.name}", score.overlay, self.global_step, dataformats="HWC")
+
+    def _image_writers(self) -> list[Any]:
+        """TensorBoard's writers, on the process that logs (rank zero)."""
+        if self.global_rank != 0 or self._trainer is None:
+            return []
+        return [logger.experiment for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
 
     def on_validation_epoch_end(self) -> None:
         """Average J and F over the objects of every rank's videos and log them."""

@@ -2,15 +2,17 @@
 
 A run folder is ``<output.dir>/YYYY-MM-DD/HH-MM-SS/`` (under SLURM or torchrun, every process
 derives the same name from the job id instead). It holds the resolved ``config.yaml``,
-``training.log``, ``metrics.csv``, ``checkpoints/last.ckpt`` plus the best by validation J&F, and
-``curves.png`` at the end. Checkpoints are written to a temporary sibling, fsynced and renamed,
-so killing the process at any moment leaves a loadable ``last.ckpt``.
+``training.log``, ``metrics.csv``, ``checkpoints/last.ckpt`` plus the best by validation J&F,
+``tensorboard/`` (TensorBoard's event files) and ``curves.png`` at the end. Checkpoints are
+written to a temporary sibling, fsynced and renamed, so killing the process at any moment leaves
+a loadable ``last.ckpt``.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -25,6 +27,7 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from sam2tool.atomic import atomic_path
+from sam2tool.metrics.plots import curves_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ CONFIG_FILE = "config.yaml"
 LOG_FILE = "training.log"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
 #: Environment variable that hands the run folder of rank 0 to the processes Lightning launches.
 RUN_DIR_ENV = "_SAM2TOOL_RUN_DIR"
 #: Columns of metrics.csv, in order.
@@ -205,88 +209,26 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def tensorboard_available() -> bool:
+    """Whether Lightning's TensorBoard logger can write here (it needs tensorboard or tensorboardX)."""
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
+def read_series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]]:
+    """The steps and values of the rows of a metrics.csv that have ``key``."""
+    pairs = [(int(float(r["step"])), float(r[key])) for r in rows if r.get(key)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
 def plot_curves(metrics: Path, output: Path) -> Path | None:
     """Plot the training loss and validation J&F of ``metrics`` into a PNG; None without data."""
     if not metrics.is_file():
         return None
     rows = read_metrics(metrics)
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        pairs = [(int(float(r["step"])), float(r[key])) for r in rows if r.get(key)]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    loss_steps, loss = series("loss")
-    val_steps, jf = series("val/J&F")
-    if not loss and not jf:
+    loss, jf = read_series(rows, "loss"), read_series(rows, "val/J&F")
+    if not loss[1] and not jf[1]:
         return None
-    import math
-
-    import cv2
-    import numpy as np
-
-    width, height, left, right, top, bottom = 900, 500, 80, 80, 70, 50
-    image = np.full((height, width, 3), 255, dtype=np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    steps = loss_steps + val_steps
-    first, last = min(steps), max(max(steps), min(steps) + 1)
-
-    def x(step: int) -> int:
-        return left + round((step - first) / (last - first) * (width - left - right))
-
-    def draw(points: list[tuple[int, int]], color: tuple[int, int, int], marker: bool) -> None:
-        cv2.polylines(image, [np.asarray(points, dtype=np.int32)], False, color, 2, cv2.LINE_AA)
-        if marker:
-            for point in points:
-                cv2.circle(image, point, 4, color, -1, cv2.LINE_AA)
-
-    cv2.rectangle(image, (left, top), (width - right, height - bottom), (200, 200, 200), 1)
-    blue, orange = (180, 119, 31), (14, 127, 255)
-    if loss:
-        positive = [max(v, 1e-8) for v in loss]
-        low, high = math.log10(min(positive)), math.log10(max(positive))
-        high = high if high > low else low + 1
-
-        def y_loss(value: float) -> int:
-            return (
-                height - bottom - round((math.log10(max(value, 1e-8)) - low) / (high - low) * (height - top - bottom))
-            )
-
-        pale = (230, 205, 170)
-        draw([(x(s), y_loss(v)) for s, v in zip(loss_steps, loss, strict=True)], pale, False)
-        draw([(x(s), y_loss(v)) for s, v in zip(loss_steps, smoothed(loss), strict=True)], blue, False)
-        cv2.putText(image, f"{max(loss):.3g}", (5, top + 5), font, 0.45, blue, 1, cv2.LINE_AA)
-        cv2.putText(image, f"{min(loss):.3g}", (5, height - bottom), font, 0.45, blue, 1, cv2.LINE_AA)
-        label = "training loss (log; pale: as logged, dark: smoothed)"
-        cv2.putText(image, label, (left, top - 10), font, 0.5, blue, 1, cv2.LINE_AA)
-    if jf:
-
-        def y_jf(value: float) -> int:
-            return height - bottom - round(min(max(value, 0.0), 1.0) * (height - top - bottom))
-
-        draw([(x(s), y_jf(v)) for s, v in zip(val_steps, jf, strict=True)], orange, True)
-        cv2.putText(image, "1.0", (width - right + 8, top + 5), font, 0.45, orange, 1, cv2.LINE_AA)
-        cv2.putText(image, "0.0", (width - right + 8, height - bottom), font, 0.45, orange, 1, cv2.LINE_AA)
-        label = f"validation J&F (last {jf[-1]:.3f}, best {max(jf):.3f})"
-        cv2.putText(image, label, (width - right - 330, top - 30), font, 0.5, orange, 1, cv2.LINE_AA)
-    cv2.putText(image, f"step {first}", (left, height - 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, f"step {last}", (width - right - 80, height - 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        return None
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(encoded.tobytes())
-    return output
-
-
-def smoothed(values: list[float], weight: float = 0.8) -> list[float]:
-    """Exponential moving average in log space (as TensorBoard smooths curves), bias-corrected."""
-    import math
-
-    out, average = [], 0.0
-    for index, value in enumerate(values, start=1):
-        average = weight * average + (1 - weight) * math.log(max(value, 1e-8))
-        out.append(math.exp(average / (1 - weight**index)))
-    return out
+    return save_figure(curves_figure(loss, jf), output)
 
 
 def attach_file_log(path: Path, level: str) -> Callable[[], None]:

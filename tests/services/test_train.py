@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from sam2tool.cli import app
 from sam2tool.config.loading import load_settings
 from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import Sam2ToolSettings
+from sam2tool.config.yaml_writer import render_settings_yaml
 from sam2tool.errors import DataError, UsageError
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import load_into, read_state_dict
-from sam2tool.services.train import TrainResult, check_resume_config, run_dir_of, train
+from sam2tool.services.train import TrainResult, _loggers, check_resume_config, run_dir_of, train
 from tests.conftest import RUN_SIZE as SIZE
 from tests.conftest import micro_run_settings, prepare_synthetic
 
@@ -63,6 +67,55 @@ def test_run_folder_holds_config_log_metrics_checkpoints_and_curves(
     assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
     assert result.last_checkpoint == run / "checkpoints" / "last.ckpt"
     assert not list(run.rglob("*.tmp"))
+
+
+def test_tensorboard_logs_losses_learning_rates_jf_and_overlays_into_the_run_folder(
+    finished: tuple[TrainResult, Sam2ToolSettings],
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, settings = finished
+    folder = result.run_dir / "tensorboard"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # no version_N subfolder
+    events = EventAccumulator(str(folder), size_guidance={"images": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    losses = {"loss", "loss_bce", "loss_dice", "loss_iou", "loss_class", "learning_rate"}
+    assert losses | {"val/J", "val/F", "val/J&F"} <= scalars
+    assert any(tag.startswith("lr-") for tag in scalars)  # every parameter group's rate (LearningRateMonitor)
+    assert [e.step for e in events.Scalars("loss")] == [0, 1, 2, 3]
+    csv_scores = [float(r["val/J&F"]) for r in rows(result.run_dir / "metrics.csv") if r["val/J&F"]]
+    assert [e.value for e in events.Scalars("val/J&F")] == pytest.approx(csv_scores)
+    videos = (settings.dataset.root / "splits" / "val.txt").read_text().split()
+    assert sorted(events.Tags()["images"]) == sorted(f"val/overlay/{video}" for video in videos)
+    for video in videos:
+        pictures = events.Images(f"val/overlay/{video}")
+        assert len(pictures) == 2  # one per validation
+        picture = Image.open(io.BytesIO(pictures[-1].encoded_image_string))
+        assert picture.size == (3 * SIZE + 2 * 4, 2 * SIZE)  # three frames; predicted above ground truth
+
+
+def test_a_resumed_run_continues_the_tensorboard_folder_and_hides_what_came_after_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = Sam2ToolSettings(logging={"tensorboard": True})
+
+    def log(resume_step: int | None, steps: range, lost: bool = False) -> None:
+        (logger,) = [lg for lg in _loggers(settings, tmp_path, resume_step, False) if isinstance(lg, TensorBoardLogger)]
+        for step in steps:
+            logger.log_metrics({"loss": step + (0.5 if lost and step >= 3 else 0.0)}, step)
+        logger.finalize("success")
+
+    log(None, range(6), lost=True)  # the checkpoint was at global step 3 (losses of steps 0..2); 3..5 were lost
+    log(3, range(3, 8))
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(s, float(s)) for s in range(8)]
+    assert not [lg for lg in _loggers(settings, tmp_path, None, True) if isinstance(lg, TensorBoardLogger)]  # debug
 
 
 def test_last_checkpoint_loads_safely_into_the_plain_model(finished: tuple[TrainResult, Sam2ToolSettings]) -> None:
@@ -186,6 +239,20 @@ def test_missing_dataset_root_is_a_config_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "dataset.root" in result.output
+
+
+def test_tensorboard_missing_is_a_config_error_before_training(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("tensorboard", "tensorboardX"):
+        monkeypatch.setitem(sys.modules, name, None)  # not importable: find_spec answers None
+    config = tmp_path / "config.yaml"
+    config.write_text(render_settings_yaml(micro_run_settings(data, tmp_path / "runs"), "test"))
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "logging.tensorboard" in result.output and "pip install tensorboard" in result.output
+    assert "logging.tensorboard=false" in result.output
+    assert not (tmp_path / "runs").exists()  # refused before the run folder was made
 
 
 def test_resume_of_a_missing_path_or_a_folder_without_checkpoints(tmp_path: Path) -> None:

@@ -138,6 +138,21 @@ def test_sigterm_saves_exits_143_and_resume_is_bit_identical(
     with (run / "metrics.csv").open(newline="") as fh:
         steps = [int(r["step"]) for r in csv.DictReader(fh) if r["loss"]]
     assert steps == list(range(STEPS))  # rows logged after the checkpoint were not duplicated
+    assert_tensorboard_continues(run, STEPS)
+
+
+def assert_tensorboard_continues(run: Path, steps: int) -> None:
+    """The resumed run wrote to the same TensorBoard folder; what was logged after the checkpoint is hidden."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run / "tensorboard"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2 and not list(folder.glob("version_*"))
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == list(range(steps))
+    with (run / "metrics.csv").open(newline="") as fh:
+        validations = [int(r["step"]) for r in csv.DictReader(fh) if r["val/J&F"]]
+    assert validations and [e.step for e in events.Scalars("val/J&F")] == validations  # as metrics.csv: none twice
 
 
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_is_bit_identical(
