@@ -575,7 +575,7 @@ def track_with_transformers(
     processor.add_inputs_to_inference_session(
         inference_session=session,
         frame_idx=0,
-        obj_ids=ids,
+        obj_ids=list(ids),  # transformers empties the list it is given
         input_points=[[[list(clicks[i])] for i in ids]],
         input_labels=[[[1] for _ in ids]],
     )
