@@ -206,7 +206,7 @@ def test_settings_transformers_lacks_are_named() -> None:
 @pytest.mark.parametrize(
     ("version", "size", "image_size"),
     [
-        pytest.param(version, size, image_size, marks=[] if (version, size) == ("sam2", "tiny") else pytest.mark.slow)
+        pytest.param(version, size, image_size, marks=pytest.mark.slow if size == "large" else [])
         for (version, size), image_size in zip(
             [key for key in REGISTRY if key[1] != "micro"], [96, 160, 256, 512, 128, 224, 320, 1024], strict=True
         )
