@@ -1,4 +1,4 @@
-"""``export``: write a checkpoint as files the official sam2 package, safetensors and ONNX runtimes load."""
+"""``export``: write a checkpoint as files that sam2, safetensors, ONNX runtimes and transformers load."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def export(
     format: Annotated[
         str,
         typer.Option(
-            "--format", "-f", help="Comma-separated: sam2 (model.pt + model.yaml), safetensors, onnx (two graphs)."
+            "--format",
+            "-f",
+            help="Comma-separated: sam2 (model.pt + model.yaml), safetensors, onnx (two graphs), "
+            "hf (transformers Sam2VideoModel + Sam2VideoProcessor in hf/).",
         ),
     ] = "sam2",
     dtype: Annotated[

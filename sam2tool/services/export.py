@@ -6,6 +6,8 @@ The export folder holds, depending on ``--format``:
   config, checked by loading them with the official ``sam2.build_sam.build_sam2`` (strict);
 - ``model.safetensors``: the same weights in the safetensors format, checked by reading them back;
 - ``image_encoder.onnx`` + ``mask_decoder.onnx``: checked with onnxruntime against PyTorch;
+- ``hf/`` (``hf``): a transformers ``Sam2VideoModel`` + ``Sam2VideoProcessor``, checked by loading it
+  with ``from_pretrained`` and tracking a probe video with transformers and with sam2;
 - ``model_card.json``: base model, data, training config, last validation metrics, files, checks.
 
 LoRA adapters are merged into the weights (``W + alpha/r * B @ A``); optimizer state and
@@ -32,7 +34,10 @@ from sam2tool.config.schema import Sam2ToolSettings
 from sam2tool.config.sources import override_keys
 from sam2tool.data.layout import manifest_fingerprint
 from sam2tool.errors import ExportError, UsageError
+from sam2tool.export.hf_export import HF_FOLDER, hf_tracker
+from sam2tool.export.hf_export import USAGE as HF_USAGE
 from sam2tool.export.weights import (
+    DTYPES,
     SAFETENSORS_WEIGHTS,
     SAM2_CONFIG,
     SAM2_WEIGHTS,
@@ -48,7 +53,7 @@ from sam2tool.models.checkpoints import MODEL_CARD, checkpoint_settings, earlier
 log = logging.getLogger(__name__)
 
 #: ``--format`` values, in the order they are written.
-FORMATS = ("sam2", "safetensors", "onnx")
+FORMATS = ("sam2", "safetensors", "onnx", "hf")
 #: How the exported files are loaded, for the model card and the README.
 USAGE = {
     "sam2": (
@@ -57,6 +62,7 @@ USAGE = {
     ),
     "safetensors": "from safetensors.torch import load_file; model.load_state_dict(load_file('model.safetensors'))",
     "onnx": "onnxruntime.InferenceSession('image_encoder.onnx'), onnxruntime.InferenceSession('mask_decoder.onnx')",
+    "hf": HF_USAGE,
 }
 
 
@@ -145,7 +151,7 @@ def export_model(
     Args:
         checkpoint: A sam2tool training checkpoint (or, with ``config``, any SAM 2 checkpoint).
         output: Folder to create (replaced only with ``force``, and only an earlier export).
-        formats: Any of ``sam2``, ``safetensors``, ``onnx``.
+        formats: Any of ``sam2``, ``safetensors``, ``onnx``, ``hf``.
         dtype: Dtype of the weight files (ONNX graphs are always float32).
         config: Settings for a checkpoint that does not carry them.
         image_size: Input size of the exported model (default: the one it was trained at).
@@ -155,7 +161,8 @@ def export_model(
         on_stage: Called with a short description before each stage (progress).
 
     Raises:
-        UsageError: Bad arguments (unknown format, existing output, missing config).
+        UsageError: Bad arguments (unknown format, existing output, missing config), ``hf`` without
+            transformers, or a model transformers cannot express.
         CheckpointError: The checkpoint does not load into the model.
         ExportError: A file could not be written or failed its check.
 
@@ -166,6 +173,7 @@ def export_model(
     formats = [name for name in FORMATS if name in formats]
     if not formats:
         raise UsageError(f"no format to export; choose from {','.join(FORMATS)}")
+    hf_version = _require_hf() if "hf" in formats else None
     check_replaceable(output, force, marker=MODEL_CARD, writer="sam2tool export")
     stage("Loading the checkpoint")
     settings, meta = export_settings(checkpoint, config, image_size, overrides)
@@ -173,8 +181,10 @@ def export_model(
     built = build_model(model_settings, settings.dataset.image_size, progress=False)
     model = built.model.float().eval()
     state = cast_state_dict(model.state_dict(), dtype)
+    tracker = hf_tracker(built) if hf_version is not None else None  # refuses what transformers lacks
     checks: list[str] = []
     onnx_report: dict[str, Any] | None = None
+    hf_report: dict[str, Any] | None = None
     header = (
         f"{built.spec.display_name} at {built.image_size} px, exported by sam2tool {__version__} from {checkpoint}.\n"
         "Load it with the official sam2 package (the leading '/' makes Hydra read this file):\n"
@@ -208,10 +218,31 @@ def export_model(
                 f"{max(graph.max_abs_diff.values()):.2e} (tolerance {graph.tolerance:g})"
                 for graph in report.graphs
             ]
+        if tracker is not None and hf_version is not None:
+            from sam2tool.export.hf_export import hf_card, hf_config, write_hf
+
+            stage(f"Writing {HF_FOLDER}/ (transformers) and tracking a probe video with it")
+            probe = write_hf(tracker, built.image_size, staging / HF_FOLDER, DTYPES[dtype])
+            hf_report = hf_card(hf_version, hf_config(tracker, built.image_size), probe, built.image_size)
+            checks.append(
+                f"{HF_FOLDER}/: Sam2VideoModel and Sam2VideoProcessor.from_pretrained (transformers {hf_version}) "
+                f"track a probe video like sam2 (>= {100 * min(probe.agreement):.2f} % equal mask pixels per frame)"
+            )
         files = {path.name: file_entry(path) for path in sorted(staging.iterdir()) if path.is_file()}
-        card = model_card(settings, meta, built, checkpoint, dtype, files, onnx_report)
+        if hf_report is not None:
+            from sam2tool.export.hf_export import hf_files
+
+            files.update(hf_files(staging / HF_FOLDER, file_entry))
+        card = model_card(settings, meta, built, checkpoint, dtype, files, onnx_report, hf_report)
         write_json(staging / MODEL_CARD, card)
     return ExportResult(output, files, card, checks)
+
+
+def _require_hf() -> str:
+    """The transformers version ``--format hf`` will use (checked before anything is built or written)."""
+    from sam2tool.export.hf_export import require_transformers
+
+    return require_transformers()
 
 
 def _check_equal(loaded: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:
@@ -232,6 +263,7 @@ def model_card(
     dtype: str,
     files: Mapping[str, Any],
     onnx_report: Mapping[str, Any] | None,
+    hf_report: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the model is, where it came from and how it did, as plain JSON data."""
     earlier = earlier_card(checkpoint) if meta is None else {}  # re-exporting an export keeps its lineage
@@ -270,12 +302,15 @@ def model_card(
         "dtype": dtype,
         "files": dict(files),
         "onnx": onnx_report,
+        "hf": hf_report,
         "usage": {name: USAGE[name] for name in FORMATS if any(_format_of(f) == name for f in files)},
     }
     return {key: finite(value) for key, value in card.items()}
 
 
 def _format_of(file_name: str) -> str:
+    if file_name.startswith(f"{HF_FOLDER}/"):
+        return "hf"
     if file_name.endswith(".onnx"):
         return "onnx"
     return "safetensors" if file_name.endswith(".safetensors") else "sam2"
