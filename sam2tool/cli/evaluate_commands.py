@@ -84,6 +84,16 @@ def evaluate(
     device: Annotated[
         DeviceName, typer.Option("--device", rich_help_panel=MODEL_MODE, help="Model mode: auto, cpu, cuda or mps.")
     ] = AUTO_DEVICE,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices",
+            rich_help_panel=MODEL_MODE,
+            min=1,
+            help="Model mode: share the videos out over N processes (GPUs, or processes on the CPU); "
+            "under torchrun or srun, the processes per node.",
+        ),
+    ] = 1,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -116,10 +126,11 @@ def evaluate(
     """Score masks, or a model on held-out videos, with DAVIS-exact J, F and J&F."""
     from sam2tool.errors import UsageError
     from sam2tool.metrics.statistics import finite
-    from sam2tool.services.evaluate import evaluate_checkpoint, evaluate_predictions
+    from sam2tool.services.evaluate import environment_rank, evaluate_checkpoint, evaluate_predictions
 
+    quiet = environment_rank() != 0  # a process for another device (--devices): rank 0 prints
     with reporting_errors(debug):
-        with progress_bar(disable=json_output) as progress:
+        with progress_bar(disable=json_output or quiet) as progress:
             task = progress.add_task("Scoring", total=None)
 
             def on_video(name: str, index: int, total: int) -> None:
@@ -134,6 +145,8 @@ def evaluate(
                         f"{overrides[0]}: key.path=value settings change the model of model mode (--config); "
                         "score mode takes none"
                     )
+                if devices != 1:
+                    raise UsageError("--devices shares out the videos a model predicts: model mode (--config)")
                 evaluation = evaluate_predictions(predictions, ground_truth, output, **common, on_video=on_video)
             else:
                 if config is None:
@@ -147,10 +160,13 @@ def evaluate(
                     baseline=baseline,
                     kind=prompt.value,
                     device=device.value,
+                    devices=devices,
                     **common,
                     on_video=on_video,
                 )
         reports = evaluation.reports
+        if not reports:  # another rank than 0: rank 0 wrote and prints the report
+            return
         if json_output:
             documents = {name: r.to_json() for name, r in reports.items()}
             console.print_json(json.dumps(finite(next(iter(documents.values())) if len(documents) == 1 else documents)))

@@ -43,6 +43,8 @@ from sam2tool.metrics.evaluation import overall, score_video
 from sam2tool.metrics.statistics import finite
 from sam2tool.models.prompts import ground_truth_prompts
 from sam2tool.models.tracking import load_predictor, track
+from sam2tool.training.distributed import environment_rank as environment_rank  # for the CLI: who prints
+from sam2tool.training.distributed import ranks_on
 
 RESULT_KEYS = ("J&F", "J", "F", "J-Recall", "F-Recall", "J-Decay", "F-Decay")
 
@@ -265,16 +267,23 @@ def evaluate_model(
     kind: PromptKind = "mask",
     protocol: EvalProtocol = "davis",
     device: str = "auto",
+    devices: int = 1,
     workers: int = 1,
     on_video: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, EvaluationReport]:
     """Predict the held-out videos with the model (and, with ``baseline``, the model before fine-tuning) and score them.
 
+    With ``devices`` above 1 the videos are shared out over that many processes (one per GPU, or
+    processes on the CPU; see :mod:`sam2tool.training.distributed`): each predicts its share into
+    the same predictions folder, then rank 0 scores them all and writes the reports, the same as
+    one process writes. The other ranks return no report.
+
     Returns:
-        ``{"model": report}``, or ``{"baseline": report, "finetuned": report}``.
+        ``{"model": report}``, or ``{"baseline": report, "finetuned": report}``; ``{}`` on ranks other than 0.
 
     Raises:
-        UsageError: ``baseline`` without ``checkpoint``, or a folder that is not a prepared one.
+        UsageError: ``baseline`` without ``checkpoint``, a folder that is not a prepared one, or
+            devices that are not there.
         DataError: A video cannot be predicted or scored.
 
     """
@@ -293,14 +302,24 @@ def evaluate_model(
         tuned.model.checkpoint = checkpoint
     runs["finetuned" if baseline else "model"] = tuned
     reports: dict[str, EvaluationReport] = {}
-    for name, run_settings in runs.items():
-        predictor = load_predictor(run_settings, image_size, device)
-        predictions = output / name / "predictions"
-        predict_split(predictor, root, videos, predictions, kind, protocol, on_video)
-        del predictor
-        reports[name] = score_folders(predictions, root, protocol, split, workers)
-        write_report(reports[name], output / name)
-    if baseline:
+    with ranks_on(devices, device) as ranks:
+        share = ranks.shard(videos)
+        for name, run_settings in runs.items():
+            predictions = output / name / "predictions"
+            error: Exception | None = None
+            try:
+                if share:  # a rank with no video left (more devices than videos) only waits
+                    predictor = load_predictor(run_settings, image_size, ranks.device)
+                    predict_split(predictor, root, share, predictions, kind, protocol, on_video)
+                    del predictor
+            except Exception as exc:  # every rank learns of it: none waits for one that failed
+                error = exc
+            if not ranks.succeeded(error):
+                return {}
+            if ranks.is_zero:
+                reports[name] = score_folders(predictions, root, protocol, split, workers)
+                write_report(reports[name], output / name)
+    if baseline and reports:
         comparison = {name: report.overall for name, report in reports.items()}
         atomic_write_text(output / "comparison.json", json.dumps(finite(comparison), indent=1) + "\n")
         comparison_chart(reports["baseline"], reports["finetuned"], output / "comparison.png")
@@ -340,6 +359,7 @@ def evaluate_checkpoint(
     kind: PromptKind = "mask",
     protocol: EvalProtocol = "davis",
     device: str = "auto",
+    devices: int = 1,
     workers: int = 1,
     on_video: Callable[[str, int, int], None] | None = None,
 ) -> Evaluation:
@@ -347,7 +367,8 @@ def evaluate_checkpoint(
 
     ``overrides`` (``key.path=value``) go on top of the config. The videos are the ``split``
     (default ``dataset.val_split``) of ``data`` (default ``dataset.root``); the reports go to
-    ``output``, by default ``evaluation``.
+    ``output``, by default ``evaluation``. With ``devices`` above 1 the videos are shared out over
+    that many processes and rank 0 writes the reports (the other ranks return none).
 
     Raises:
         UsageError: The config sets no data folder and none is given, or see :func:`evaluate_model`.
@@ -370,6 +391,7 @@ def evaluate_checkpoint(
         kind=kind,
         protocol=protocol,
         device=device,
+        devices=devices,
         workers=workers,
         on_video=on_video,
     )
