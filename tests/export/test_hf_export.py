@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from sam2tool.cli import app
 from sam2tool.config.registry import REGISTRY, get_spec
 from sam2tool.data.layout import FRAMES_DIR, read_split
+from sam2tool.export.hf_export import track_with_transformers
 from sam2tool.models.build import (
     STREAMING_PREDICTOR,
     VIDEO_PREDICTOR_OVERRIDES,
@@ -82,25 +83,12 @@ def transformers_labels(folder: Path, frames: Path, clicks: dict[int, tuple[int,
     model = Sam2VideoModel.from_pretrained(str(folder)).eval()
     processor = Sam2VideoProcessor.from_pretrained(str(folder))
     video = [np.array(Image.open(p).convert("RGB")) for p in sorted(frames.iterdir())]
-    session = processor.init_video_session(video=video, inference_device="cpu")
-    ids = list(clicks)
-    processor.add_inputs_to_inference_session(
-        inference_session=session,
-        frame_idx=0,
-        obj_ids=list(ids),  # transformers empties the list it is given
-        input_points=[[[list(clicks[i])] for i in ids]],
-        input_labels=[[[1] for _ in ids]],
-    )
-    model(inference_session=session, frame_idx=0)
-    labels: dict[int, np.ndarray] = {}
-    for output in model.propagate_in_video_iterator(session):
-        height, width = video[0].shape[:2]
-        logits = processor.post_process_masks([output.pred_masks], original_sizes=[[height, width]], binarize=False)[0]
-        scores = logits[:, 0].numpy()
-        label = np.asarray(ids, dtype=np.uint8)[scores.argmax(axis=0)]
+    labels = []
+    for scores in track_with_transformers(model, processor, video, clicks):
+        label = np.asarray(list(clicks), dtype=np.uint8)[scores.argmax(axis=0)]
         label[scores.max(axis=0) <= 0] = 0
-        labels[output.frame_idx] = label
-    return [labels[t] for t in range(len(video))]
+        labels.append(label)
+    return labels
 
 
 def test_hf_folder_loads_and_is_listed_in_the_card(exported: tuple[Path, str]) -> None:
