@@ -30,31 +30,35 @@ _CONFIG_SUFFIX: dict[ModelSize, str] = {
     "micro": "t",  # micro is the tiny config with the overrides below
 }
 
-#: A very small SAM 2 architecture (about 1.3 M parameters) for CPU demos and tests. It keeps
+#: A very small SAM 2 architecture (about 2.6 M parameters) for CPU demos and tests. It keeps
 #: every SAM 2 component (Hiera trunk, FPN neck, memory attention, memory encoder, prompt
 #: encoder, mask decoder), only narrower and shallower. Global attention must not sit on a
-#: q-pool block (the first block of stages 2..4), or Hiera divides by zero.
+#: q-pool block (the first block of stages 2..4), or Hiera divides by zero. As in Meta's sizes
+#: (hidden width 256), the memory is 64 channels wide and narrower than the hidden width (128),
+#: so object pointers are split into tokens (2): transformers' SAM 2 video model reads memories
+#: of exactly 64 channels and only handles pointers that are split, and ``export --format hf``
+#: needs both.
 MICRO_OVERRIDES: tuple[str, ...] = (
     "++model.image_encoder.trunk.embed_dim=16",
     "++model.image_encoder.trunk.stages=[1,1,2,1]",
     "++model.image_encoder.trunk.global_att_blocks=[3]",
     "++model.image_encoder.trunk.window_spec=[4,4,4,4]",
-    "++model.image_encoder.neck.d_model=64",
+    "++model.image_encoder.neck.d_model=128",
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
-    "++model.image_encoder.neck.position_encoding.num_pos_feats=64",
-    "++model.memory_attention.d_model=64",
+    "++model.image_encoder.neck.position_encoding.num_pos_feats=128",
+    "++model.memory_attention.d_model=128",
     "++model.memory_attention.num_layers=1",
-    "++model.memory_attention.layer.d_model=64",
-    "++model.memory_attention.layer.dim_feedforward=128",
-    "++model.memory_attention.layer.self_attention.embedding_dim=64",
-    "++model.memory_attention.layer.cross_attention.embedding_dim=64",
-    "++model.memory_attention.layer.cross_attention.kv_in_dim=16",
-    "++model.memory_encoder.out_dim=16",
-    "++model.memory_encoder.position_encoding.num_pos_feats=16",
-    "++model.memory_encoder.mask_downsampler.embed_dim=64",
-    "++model.memory_encoder.fuser.layer.dim=64",
+    "++model.memory_attention.layer.d_model=128",
+    "++model.memory_attention.layer.dim_feedforward=256",
+    "++model.memory_attention.layer.self_attention.embedding_dim=128",
+    "++model.memory_attention.layer.cross_attention.embedding_dim=128",
+    "++model.memory_attention.layer.cross_attention.kv_in_dim=64",
+    "++model.memory_encoder.out_dim=64",
+    "++model.memory_encoder.position_encoding.num_pos_feats=64",
+    "++model.memory_encoder.mask_downsampler.embed_dim=128",
+    "++model.memory_encoder.fuser.layer.dim=128",
     "++model.memory_encoder.fuser.num_layers=1",
-    "++model.memory_encoder.in_dim=64",
+    "++model.memory_encoder.in_dim=128",
 )
 
 #: Hiera trunk (embed_dim, number of blocks) of each size: how a checkpoint reveals its size.

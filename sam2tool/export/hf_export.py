@@ -255,9 +255,9 @@ def unsupported(model: Any) -> list[str]:
     heads = {(layer.self_attn.num_heads, layer.cross_attn_image.num_heads) for layer in layers}
     if len({h for pair in heads for h in pair}) > 1:
         problems.append("memory attention layers with different head counts (transformers: one count)")
-    # A memory width other than 64 (sam2tool's micro: 16) has no transformers counterpart: the
-    # memory attention would read the wrong width, and sam2 splits each object pointer into
-    # hidden / width tokens, which no padding of the weights reproduces.
+    # A memory width other than 64 has no transformers counterpart: the memory attention would
+    # read the wrong width, and sam2 splits each object pointer into hidden / width tokens, which
+    # no padding of the weights reproduces.
     for index, layer in enumerate(layers):
         width = layer.cross_attn_image.k_proj.in_features
         if width != TRANSFORMERS_MEMORY_WIDTH:
@@ -266,11 +266,18 @@ def unsupported(model: Any) -> list[str]:
                 f"(transformers: {TRANSFORMERS_MEMORY_WIDTH}, fixed in Sam2VideoMemoryAttentionLayer)"
             )
             break
+    if _get(model, "mem_dim") == _get(model, "hidden_dim"):
+        # transformers splits object pointers into memory-wide tokens and only reshapes them to a
+        # sequence when it splits; unsplit pointers fail in torch.cat inside its memory attention.
+        problems.append(
+            f"memory width = hidden width = {_get(model, 'hidden_dim')} "
+            "(transformers: narrower memory, object pointers split into tokens)"
+        )
     encoder = _get(model, "memory_encoder")
     if encoder is not _MISSING:
         if not isinstance(encoder.fuser.proj, nn.Identity):
             problems.append("memory_encoder.fuser input projection (transformers: none)")
-        if encoder.position_encoding.num_pos_feats * 2 != encoder.out_proj.out_channels:
+        if encoder.position_encoding.num_pos_feats * 2 != model.mem_dim:
             problems.append("memory_encoder.position_encoding.num_pos_feats != memory_encoder.out_dim")
     return problems
 
@@ -375,7 +382,7 @@ def hf_config(model: Any, image_size: int) -> dict[str, Any]:
         "memory_attention_rope_feat_sizes": [rope_grid, rope_grid],
         "memory_attention_rope_dropout": float(layer.self_attn.dropout_p),
         "memory_encoder_hidden_size": encoder.pix_feat_proj.in_channels,
-        "memory_encoder_output_channels": encoder.out_proj.out_channels,
+        "memory_encoder_output_channels": int(model.mem_dim),
         "mask_downsampler_embed_dim": downsampler[-1].out_channels,
         "mask_downsampler_kernel_size": downsampler[0].kernel_size[0],
         "mask_downsampler_stride": downsampler[0].stride[0],
