@@ -105,19 +105,31 @@ class RealRoPEAttention(nn.Module):
 
 
 class MemoryAttentionGraph(nn.Module):
-    """sam2's ``MemoryAttention`` at one image size, with real-valued RoPE, in the layout ONNX graphs use.
+    """Memory attention of one frame, from the memory bank as sam2's video predictor stores it (eval mode).
+
+    ``SAM2Base._prepare_memory_conditioned_features`` after it has chosen the memories: it adds the
+    temporal encodings, encodes the object pointers' positions, splits each pointer into
+    memory-wide tokens and runs ``MemoryAttention`` (every layer, the final norm) with real-valued
+    RoPE. Which frames the bank holds (conditioning frames, the last ``num_maskmem - 1`` frames,
+    pointers of up to ``max_obj_ptrs_in_encoder`` frames) is the caller's choice.
 
     Inputs (batch 1; ``C`` the hidden width, ``Cm`` the memory width, ``g`` = image size / 16):
 
     - ``features`` ``[1, C, g, g]``: the current frame's lowest-resolution backbone features;
     - ``features_pos`` ``[1, C, g, g]``: their positional encoding;
-    - ``memory`` ``[M, 1, Cm]``: the spatial memories of ``M / (g * g)`` frames, one after another;
-    - ``memory_pos`` ``[M, 1, Cm]``: their positional plus temporal encodings;
-    - ``object_pointers`` ``[P, 1, Cm]``: object pointer tokens (not rotated);
-    - ``object_pointers_pos`` ``[P, 1, Cm]``: their temporal encodings.
+    - ``memory`` ``[F, Cm, g, g]``: the spatial memories of ``F`` frames (the memory encoder's
+      ``memory``);
+    - ``memory_pos`` ``[F, Cm, g, g]``: their positional encodings (the memory encoder's ``memory_pos``);
+    - ``memory_temporal_index`` ``[F]`` (int64): which of the ``num_maskmem`` temporal encodings
+      each memory gets: ``num_maskmem - 1`` for a conditioning frame, ``d - 1`` for the frame ``d``
+      frames before the current one (after it, tracking backwards), ``1 <= d < num_maskmem``;
+    - ``object_pointers`` ``[P, C]``: the object pointers of ``P`` frames (the decoder's
+      ``object_pointer``);
+    - ``object_pointer_positions`` ``[P]``: each pointer's frame distance divided by the largest
+      one possible (``min(frames, max_obj_ptrs_in_encoder) - 1``), signed as sam2.1 signs it.
 
-    Output ``conditioned`` ``[1, C, g, g]``: the features conditioned on memory, as
-    ``SAM2Base._prepare_memory_conditioned_features`` returns them.
+    Output ``conditioned`` ``[1, C, g, g]``: the features conditioned on memory, which the decoder
+    reads as ``image_embed``.
 
     Args:
         model: A ``SAM2Base``.
@@ -131,6 +143,12 @@ class MemoryAttentionGraph(nn.Module):
         if attention.batch_first is not True:
             raise ValueError("memory attention with batch_first=False is not supported")
         self.attention = attention
+        self.maskmem_tpos_enc = model.maskmem_tpos_enc  # [num_maskmem, 1, 1, Cm]
+        self.add_pointer_positions = bool(model.add_tpos_enc_to_obj_ptrs)
+        self.obj_ptr_tpos_proj = model.obj_ptr_tpos_proj
+        self.hidden = int(model.hidden_dim)
+        self.memory_width = int(model.mem_dim)
+        self.pointer_position_width = self.hidden if model.proj_tpos_enc_in_obj_ptrs else self.memory_width
         grid = image_size // 16
         self.self_attention = nn.ModuleList(RealRoPEAttention(layer.self_attn, grid) for layer in attention.layers)
         self.cross_attention = nn.ModuleList(
@@ -143,23 +161,39 @@ class MemoryAttentionGraph(nn.Module):
         features_pos: torch.Tensor,
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
+        memory_temporal_index: torch.Tensor,
         object_pointers: torch.Tensor,
-        object_pointers_pos: torch.Tensor,
+        object_pointer_positions: torch.Tensor,
     ) -> torch.Tensor:
-        """Condition ``features`` on the memory bank (sam2's ``MemoryAttention.forward``, batch first)."""
+        """Condition ``features`` on the memory bank."""
         batch, channels, height, width = features.shape
         curr = features.flatten(2).permute(0, 2, 1)  # [1, g*g, C]
         curr_pos = features_pos.flatten(2).permute(0, 2, 1)
-        spatial = memory.shape[0]
-        bank = torch.cat([memory, object_pointers], dim=0).transpose(0, 1)  # [1, M + P, Cm]
-        bank_pos = torch.cat([memory_pos, object_pointers_pos], dim=0).transpose(0, 1)
+        spatial = memory.flatten(2).permute(0, 2, 1).reshape(1, -1, self.memory_width)  # [1, F*g*g, Cm]
+        temporal = torch.index_select(self.maskmem_tpos_enc.reshape(-1, self.memory_width), 0, memory_temporal_index)
+        spatial_pos = (memory_pos.flatten(2).permute(0, 2, 1) + temporal[:, None, :]).reshape(1, -1, self.memory_width)
+        tokens, tokens_pos = self._pointer_tokens(object_pointers, object_pointer_positions)
+        bank = torch.cat([spatial, tokens], dim=1)
+        bank_pos = torch.cat([spatial_pos, tokens_pos], dim=1)
         output = curr + 0.1 * curr_pos if self.attention.pos_enc_at_input else curr
         for layer, self_attn, cross_attn in zip(
             self.attention.layers, self.self_attention, self.cross_attention, strict=True
         ):
-            output = self._layer(layer, self_attn, cross_attn, output, curr_pos, bank, bank_pos, spatial)
+            output = self._layer(layer, self_attn, cross_attn, output, curr_pos, bank, bank_pos, spatial.shape[1])
         normed: torch.Tensor = self.attention.norm(output)
         return normed.permute(0, 2, 1).reshape(batch, channels, height, width)
+
+    def _pointer_tokens(self, pointers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pointers ``[P, C]`` as ``[1, P * C / Cm, Cm]`` tokens with their temporal encodings."""
+        count = pointers.shape[0]
+        if self.add_pointer_positions:
+            encoded: torch.Tensor = self.obj_ptr_tpos_proj(sine_encoding(positions, self.pointer_position_width))
+        else:
+            encoded = pointers.new_zeros(count, self.memory_width)
+        splits = self.hidden // self.memory_width
+        tokens = pointers.reshape(1, count * splits, self.memory_width)  # pointer-major, as sam2 flattens
+        tokens_pos = encoded.repeat_interleave(splits, dim=0).reshape(1, count * splits, self.memory_width)
+        return tokens, tokens_pos
 
     @staticmethod
     def _layer(
@@ -186,3 +220,12 @@ class MemoryAttentionGraph(nn.Module):
         tgt2 = layer.norm3(tgt)
         out: torch.Tensor = tgt + layer.linear2(layer.activation(layer.linear1(tgt2)))
         return out
+
+
+def sine_encoding(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """sam2's ``get_1d_sine_pe``: ``[P]`` positions to ``[P, dim]`` (sines, then cosines)."""
+    half = dim // 2
+    steps = torch.arange(half, dtype=torch.float32, device=positions.device)
+    scale = temperature ** (2 * torch.div(steps, 2, rounding_mode="floor") / half)
+    angles = positions.float().unsqueeze(-1) / scale
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
