@@ -1,0 +1,159 @@
+"""The graphs of SAM 2 video tracking beyond the image encoder and mask decoder, for ONNX.
+
+:class:`MemoryEncoderGraph` turns the current frame's features and its predicted mask into the
+frame's memory (``SAM2Base._encode_new_memory``). Memory attention, which reads those memories,
+is :class:`sam2tool.export.onnx_rope.MemoryAttentionGraph`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class MemoryEncoderGraph(nn.Module):
+    """One object's memory of one frame, as ``SAM2Base._encode_new_memory`` computes it (eval mode).
+
+    Inputs (batch 1; ``C`` the hidden width, ``S`` the image size, ``g = S / 16``):
+
+    - ``features`` ``[1, C, g, g]``: the frame's lowest-resolution backbone features (without memory);
+    - ``mask_logits`` ``[1, 1, S, S]``: the object's predicted mask logits at the model's input size;
+    - ``object_score_logits`` ``[1, 1]``: the logit that the object is in the frame;
+    - ``binarize`` ``[1]``: 1 when the mask came from clicks or a box on a conditioning frame
+      (sam2 then encodes ``mask > 0`` instead of its sigmoid), else 0.
+
+    Outputs: ``memory`` ``[1, Cm, g, g]`` (``Cm`` the memory width; a frame where the object is
+    absent gets sam2.1's no-object embedding) and ``memory_pos`` ``[1, Cm, g, g]``, its positional
+    encoding. sam2's video predictor stores ``memory`` in bfloat16; the graph returns float32.
+
+    Args:
+        model: A ``SAM2Base``.
+
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        if model.non_overlap_masks_for_mem_enc:
+            raise ValueError("non_overlap_masks_for_mem_enc needs every object at once; it is not supported")
+        self.memory_encoder = model.memory_encoder
+        self.binarize_from_prompts = bool(model.binarize_mask_from_pts_for_mem_enc)
+        self.scale = float(model.sigmoid_scale_for_mem_enc)
+        self.bias = float(model.sigmoid_bias_for_mem_enc)
+        self.no_obj_embed_spatial = model.no_obj_embed_spatial
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        mask_logits: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        binarize: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(memory, memory_pos)``."""
+        mask = torch.sigmoid(mask_logits)
+        if self.binarize_from_prompts:
+            mask = torch.where(binarize.reshape(1, 1, 1, 1) > 0.5, (mask_logits > 0).to(mask.dtype), mask)
+        mask = mask * self.scale + self.bias
+        out = self.memory_encoder(features, mask, skip_mask_sigmoid=True)
+        memory: torch.Tensor = out["vision_features"]
+        if self.no_obj_embed_spatial is not None:
+            absent = 1.0 - (object_score_logits > 0).to(memory.dtype)  # [1, 1]
+            memory = memory + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        position: torch.Tensor = out["vision_pos_enc"][0]
+        return memory, position.to(memory.dtype)
+
+
+#: The logit sam2 gives every pixel of a mask whose object is scored absent (``NO_OBJ_SCORE``).
+NO_OBJECT_LOGIT = -1024.0
+
+
+class VideoDecoderGraph(nn.Module):
+    """SAM 2's prompt encoder and mask decoder as tracking uses them (``SAM2Base._forward_sam_heads``).
+
+    Inputs (batch 1): ``image_embed`` ``[1, C, g, g]`` (the frame's features, conditioned on memory
+    or with ``no_mem_embed`` added), ``high_res_feats_0`` ``[1, C/8, S/4, S/4]``,
+    ``high_res_feats_1`` ``[1, C/4, S/8, S/8]``, ``point_coords`` ``[1, N, 2]`` and ``point_labels``
+    ``[1, N]`` (as in ``mask_decoder.onnx``; a frame without clicks passes one point labelled -1),
+    ``mask_input`` ``[1, 1, S/4, S/4]`` with ``has_mask_input`` ``[1]``, and ``multimask`` ``[1]``:
+    1 to choose among the three multimask outputs by predicted IoU (sam2's ``multimask_output``),
+    0 for the single-mask output (with sam2's fall-back to the best multimask output when the
+    single mask is unstable).
+
+    Outputs: ``low_res_masks`` ``[1, 1, S/4, S/4]`` and ``high_res_masks`` ``[1, 1, S, S]`` (the
+    chosen mask's logits; -1024 everywhere when the object is scored absent), ``iou`` ``[1, 1]``,
+    ``object_score_logits`` ``[1, 1]`` and ``object_pointer`` ``[1, C]`` (the token that memory
+    attention reads on later frames; the no-object pointer when the object is absent).
+
+    Args:
+        model: A ``SAM2Base`` with object scores and high-resolution features.
+
+    """
+
+    image_pe: torch.Tensor
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        if not model.pred_obj_scores or model.soft_no_obj_ptr or not model.use_high_res_features_in_sam:
+            raise ValueError("tracking graphs need pred_obj_scores, hard no-object pointers and high-res features")
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.mask_decoder = model.sam_mask_decoder
+        self.obj_ptr_proj = model.obj_ptr_proj
+        self.no_obj_ptr = model.no_obj_ptr
+        self.fixed_no_obj_ptr = bool(model.fixed_no_obj_ptr)
+        self.multimask_token_for_pointer = bool(model.use_multimask_token_for_obj_ptr)
+        self.image_size = int(model.image_size)
+        with torch.no_grad():
+            self.register_buffer("image_pe", self.prompt_encoder.get_dense_pe().clone())
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        multimask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(low_res_masks, high_res_masks, iou, object_score_logits, object_pointer)``."""
+        sparse = self.prompt_encoder._embed_points(point_coords, point_labels, pad=True)
+        from_mask = self.prompt_encoder.mask_downscaling(mask_input)
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(from_mask)
+        dense = torch.where(has_mask_input.reshape(1, 1, 1, 1) > 0.5, from_mask, no_mask)
+        masks, ious, tokens, scores = self.mask_decoder.predict_masks(
+            image_embeddings=image_embed,
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=[high_res_feats_0, high_res_feats_1],
+        )
+        # multimask_output=False: token 0, or the best multimask output where token 0 is unstable.
+        if self.mask_decoder.dynamic_multimask_via_stability:
+            single_mask, single_iou = self.mask_decoder._dynamic_multimask_via_stability(masks, ious)
+        else:
+            single_mask, single_iou = masks[:, 0:1], ious[:, 0:1]
+        # multimask_output=True: the multimask output with the highest predicted IoU, and its token.
+        best = torch.argmax(ious[:, 1:], dim=-1)  # [1]
+        multi_mask = torch.index_select(masks[:, 1:], 1, best)
+        multi_iou = torch.index_select(ious[:, 1:], 1, best)
+        multi_token = (
+            torch.index_select(tokens[:, 1:], 1, best)[:, 0] if self.multimask_token_for_pointer else tokens[:, 0]
+        )
+        use_multi = multimask.reshape(1, 1) > 0.5
+        low = torch.where(use_multi.reshape(1, 1, 1, 1), multi_mask, single_mask)
+        iou = torch.where(use_multi, multi_iou, single_iou)
+        token = torch.where(use_multi, multi_token, tokens[:, 0])
+        appearing = scores > 0  # [1, 1]
+        low = torch.where(appearing.reshape(1, 1, 1, 1), low, torch.full_like(low, NO_OBJECT_LOGIT)).float()
+        high = nn.functional.interpolate(
+            low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        pointer = self.obj_ptr_proj(token)
+        present = appearing.to(pointer.dtype)
+        if self.fixed_no_obj_ptr:
+            pointer = present * pointer
+        pointer = pointer + (1 - present) * self.no_obj_ptr
+        return low, high, iou, scores, pointer
