@@ -109,6 +109,30 @@ def prepare_synthetic(
 #: Runs that start from the packaged base use the size it was pretrained at.
 BASE_SIZE = 128
 
+#: sam2tool 0.1's micro: a 64-wide hidden state and a 16-wide memory (object pointers in 4 tokens).
+OLD_MICRO = (
+    "++model.image_encoder.trunk.embed_dim=16",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.trunk.window_spec=[4,4,4,4]",
+    "++model.image_encoder.neck.d_model=64",
+    "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
+    "++model.image_encoder.neck.position_encoding.num_pos_feats=64",
+    "++model.memory_attention.d_model=64",
+    "++model.memory_attention.num_layers=1",
+    "++model.memory_attention.layer.d_model=64",
+    "++model.memory_attention.layer.dim_feedforward=128",
+    "++model.memory_attention.layer.self_attention.embedding_dim=64",
+    "++model.memory_attention.layer.cross_attention.embedding_dim=64",
+    "++model.memory_attention.layer.cross_attention.kv_in_dim=16",
+    "++model.memory_encoder.out_dim=16",
+    "++model.memory_encoder.position_encoding.num_pos_feats=16",
+    "++model.memory_encoder.mask_downsampler.embed_dim=64",
+    "++model.memory_encoder.fuser.layer.dim=64",
+    "++model.memory_encoder.fuser.num_layers=1",
+    "++model.memory_encoder.in_dim=64",
+)
+
 #: The image size of a micro training run on the CPU (``micro_run_settings``); generate its data at this size.
 RUN_SIZE = 64
 

@@ -16,7 +16,7 @@ PresetName = Enum("PresetName", choice_members(PRESETS), type=str)  # type: igno
 _DEFAULT_PRESET = PresetName(DEFAULT_PRESET)
 
 _PRESET_HELP = (
-    "Starting point: tiny, small, base_plus or large (SAM 2.1 from Meta's checkpoints), micro (the 1.3 M "
+    "Starting point: tiny, small, base_plus or large (SAM 2.1 from Meta's checkpoints), micro (the 2.6 M "
     "parameter base packaged with sam2tool, for CPU demos and tests), micro_pretrain (how that base was "
     "pretrained) or mose_finetune (Meta's SAM 2.1 MOSE fine-tune recipe)."
 )

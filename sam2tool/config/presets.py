@@ -37,7 +37,7 @@ PRESETS: dict[str, Preset] = {
     # of 8 frames, as in Meta's fine-tuning recipe (objects cross and hide each other within a clip); the
     # loss keeps the official weights, which the base was pretrained with.
     "micro": Preset(
-        "fine-tune the micro SAM 2.1 base packaged with sam2tool (1.3 M parameters, pretrained at 128 px on "
+        "fine-tune the micro SAM 2.1 base packaged with sam2tool (2.6 M parameters, pretrained at 128 px on "
         "generated videos) on the CPU, for demos and tests",
         {
             "model": {"size": "micro", "version": "sam2.1", "checkpoint": "official", "prob_to_use_pt_input": 0.0},

@@ -112,7 +112,7 @@ class _ModelBuildSettings(Section):
     """The ``model`` keys that come before the prompt simulation (see ModelSettings)."""
 
     size: ModelSize = "tiny"
-    """Model size: tiny, small, base_plus, large (Meta's sizes) or micro (a 1.3 M parameter SAM 2.1
+    """Model size: tiny, small, base_plus, large (Meta's sizes) or micro (a 2.6 M parameter SAM 2.1
     architecture for CPU demos and tests, whose pretrained base ships inside sam2tool)."""
 
     version: ModelVersion = "sam2.1"

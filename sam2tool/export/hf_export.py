@@ -556,15 +556,24 @@ class _ArrayFrames:
         return Image.fromarray(self.frames[index])
 
 
-def track_with_sam2(
-    tracker: Any, frames: Sequence[np.ndarray], clicks: Mapping[int, Sequence[float]]
-) -> list[np.ndarray]:
+#: A prompt on the first frame of a probe: a click ``(x, y)`` or a boolean mask ``[H, W]``.
+ProbePrompt = Sequence[float] | np.ndarray
+
+
+def _is_mask(prompt: ProbePrompt) -> bool:
+    return isinstance(prompt, np.ndarray) and prompt.ndim == 2
+
+
+def track_with_sam2(tracker: Any, frames: Sequence[np.ndarray], prompts: Mapping[int, ProbePrompt]) -> list[np.ndarray]:
     """Mask logits ``[objects, H, W]`` per frame from sam2tool's predictor (what ``predict-video`` runs)."""
     state = tracker.init_state(_ArrayFrames(frames))
-    for obj_id, (x, y) in clicks.items():
-        tracker.add_new_points_or_box(
-            state, frame_idx=0, obj_id=obj_id, points=np.array([[x, y]], np.float32), labels=np.array([1], np.int32)
-        )
+    for obj_id, prompt in prompts.items():
+        if _is_mask(prompt):
+            tracker.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=np.asarray(prompt, dtype=bool))
+        else:
+            x, y = prompt
+            points, labels = np.array([[x, y]], np.float32), np.array([1], np.int32)
+            tracker.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, points=points, labels=labels)
     out: dict[int, np.ndarray] = {}
     with torch.inference_mode():
         for frame_idx, _, logits in tracker.propagate_in_video(state):
@@ -573,19 +582,30 @@ def track_with_sam2(
 
 
 def track_with_transformers(
-    model: Any, processor: Any, frames: Sequence[np.ndarray], clicks: Mapping[int, Sequence[float]]
+    model: Any, processor: Any, frames: Sequence[np.ndarray], prompts: Mapping[int, ProbePrompt]
 ) -> list[np.ndarray]:
     """Mask logits ``[objects, H, W]`` per frame from transformers' video API (the card's usage)."""
     height, width = frames[0].shape[:2]
     session = processor.init_video_session(video=list(frames), inference_device="cpu")
-    ids = list(clicks)
-    processor.add_inputs_to_inference_session(
-        inference_session=session,
-        frame_idx=0,
-        obj_ids=list(ids),  # transformers empties the list it is given
-        input_points=[[[list(clicks[i])] for i in ids]],
-        input_labels=[[[1] for _ in ids]],
-    )
+    # One call for the masks and one for the clicks (transformers takes one kind per call, and empties
+    # the obj_ids list it is given); one call per object would fail on the second object's frame.
+    masked = [obj_id for obj_id, prompt in prompts.items() if _is_mask(prompt)]
+    clicked = [obj_id for obj_id in prompts if obj_id not in masked]
+    if masked:
+        processor.add_inputs_to_inference_session(
+            inference_session=session,
+            frame_idx=0,
+            obj_ids=list(masked),
+            input_masks=[np.asarray(prompts[i], dtype=bool) for i in masked],
+        )
+    if clicked:
+        processor.add_inputs_to_inference_session(
+            inference_session=session,
+            frame_idx=0,
+            obj_ids=list(clicked),
+            input_points=[[[list(prompts[i])] for i in clicked]],
+            input_labels=[[[1] for _ in clicked]],
+        )
     out: dict[int, np.ndarray] = {}
     model(inference_session=session, frame_idx=0)
     for output in model.propagate_in_video_iterator(session):

@@ -243,8 +243,23 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source:
             if guess is not None and guess != spec.display_name
             else "choose a checkpoint made for this model"
         )
+        if spec.size == "micro" and _is_old_micro(state):
+            hint = (
+                "it is a micro model of sam2tool 0.1, whose hidden state was 64 wide (sam2tool 0.2 made micro "
+                "128 wide with a 64-wide memory, which --format hf needs); fine-tune again from the packaged "
+                "base (model.checkpoint: official)"
+            )
         raise CheckpointError(f"checkpoint {source} does not fit {spec.display_name}: {details}; {hint}")
     model.load_state_dict(state, strict=True)
+
+
+#: The hidden width of micro before sam2tool 0.2 (``no_mem_embed`` is ``[1, 1, hidden]``).
+_OLD_MICRO_HIDDEN = 64
+
+
+def _is_old_micro(state: Mapping[str, torch.Tensor]) -> bool:
+    embed = state.get("no_mem_embed")
+    return embed is not None and embed.shape[-1] == _OLD_MICRO_HIDDEN
 
 
 def _examples(items: list[str], limit: int = 3) -> str:

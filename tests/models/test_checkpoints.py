@@ -14,6 +14,7 @@ from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError
 from sam2tool.models.build import build_model, model_overrides
 from sam2tool.models.checkpoints import describe_state_dict, read_state_dict, save_official_checkpoint
+from tests.conftest import OLD_MICRO
 from tests.sam2_probe import two_frame_outputs
 
 SIZE = 64
@@ -188,6 +189,27 @@ def test_checkpoint_for_another_size_names_the_size(tmp_path: Path) -> None:
     assert f"checkpoint {path} does not fit SAM 2.1 small" in message
     assert "missing keys (image_encoder.trunk.blocks.12." in message
     assert "it looks like SAM 2.1 tiny; set model.size and model.version to match" in message
+
+
+def test_a_micro_checkpoint_of_sam2tool_0_1_says_to_fine_tune_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from sam2tool.config import registry
+
+    spec = registry.get_spec("sam2.1", "micro")
+    with monkeypatch.context() as patch:
+        patch.setitem(registry.REGISTRY, ("sam2.1", "micro"), replace(spec, overrides=OLD_MICRO))
+        old = build_model(ModelSettings(size="micro", checkpoint=None), 64).model
+    path = tmp_path / "old-micro.ckpt"
+    save_official_checkpoint(old, path)
+    with pytest.raises(CheckpointError) as excinfo:
+        build_model(ModelSettings(size="micro", checkpoint=str(path)), 64)
+    message = str(excinfo.value)
+    assert f"checkpoint {path} does not fit SAM 2.1 micro" in message
+    assert "it is a micro model of sam2tool 0.1" in message
+    assert "fine-tune again from the packaged base (model.checkpoint: official)" in message
 
 
 def test_checkpoint_for_another_version(tmp_path: Path) -> None:

@@ -100,8 +100,9 @@ def test_merged_state_dict_equals_a_plain_model_with_merged_weights() -> None:
     plain_outputs = two_frame_outputs(plain, 64)
     for got, want in zip(plain_outputs, lora_outputs, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    # The adapters matter: a model without them (same base weights, same seed) answers differently.
-    assert not torch.allclose(reference[0], lora_outputs[0], atol=1e-3)
+    # The adapters matter: a model without them (same base weights, same seed) answers differently
+    # (masks, object pointers or memories; random weights may score the object absent on both).
+    assert not all(torch.allclose(a, b, atol=1e-3) for a, b in zip(reference, lora_outputs, strict=True))
 
 
 def test_merged_state_dict_without_adapters_is_the_state_dict() -> None:

@@ -194,7 +194,7 @@ def test_resume_from_the_base_keeps_choosing_the_best_checkpoint_by_validation_j
         f"dataset.image_size={BASE_SIZE}",
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
-        "optimizer.lr=3e-3",
+        "optimizer.lr=1e-3",
     )
     # last.ckpt is written after the best checkpoint of its validation, so the state a resume
     # continues from names the best file that is there (not the one of the validation before)
