@@ -140,7 +140,7 @@ PACKAGED_NAME = "sam2.1_micro"
 
 @nox.session
 def pretrain(session: nox.Session) -> None:
-    """Regenerate the packaged micro base from random weights (about 30 minutes on 2 CPU cores).
+    """Regenerate the packaged micro base from random weights (about 40 minutes on 2 CPU cores).
 
     Extra args are overrides for `sam2tool train` (a quick try: trainer.max_steps=300 scheduler.warmup_steps=30).
     """

@@ -67,7 +67,7 @@ PRESETS: dict[str, Preset] = {
     # rest of the run, and the same command gave bases of 0.71 or 0.22 validation J&F.
     "micro_pretrain": Preset(
         "pretrain the packaged micro base from random weights on generated videos (nox -s pretrain; "
-        "about 30 minutes on 2 CPU cores)",
+        "about 40 minutes on 2 CPU cores)",
         {
             "model": {"size": "micro", "version": "sam2.1", "checkpoint": None, "prob_to_use_pt_input": 0.0},
             "dataset": {
