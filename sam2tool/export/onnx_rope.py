@@ -122,9 +122,10 @@ class MemoryAttentionGraph(nn.Module):
     - ``memory_pos`` ``[F, Cm, g, g]``: their positional encodings (the memory encoder's ``memory_pos``);
     - ``memory_temporal_index`` ``[F]`` (int64): which of the ``num_maskmem`` temporal encodings
       each memory gets: ``num_maskmem - 1`` for a conditioning frame, ``d - 1`` for the frame ``d``
-      frames before the current one (after it, tracking backwards), ``1 <= d < num_maskmem``;
-    - ``object_pointers`` ``[P, C]``: the object pointers of ``P`` frames (the decoder's
-      ``object_pointer``);
+      frames before the current one (after it, tracking backwards), ``1 <= d < num_maskmem``
+      (sam2's ``memory_temporal_stride_for_eval`` of 1);
+    - ``object_pointers`` ``[P, C]``: the object pointers of ``P >= 1`` frames (the decoder's
+      ``object_pointer``; a bank without pointers, which sam2 allows, is not supported yet);
     - ``object_pointer_positions`` ``[P]``: each pointer's frame distance divided by the largest
       one possible (``min(frames, max_obj_ptrs_in_encoder) - 1``), signed as sam2.1 signs it.
 
@@ -142,6 +143,8 @@ class MemoryAttentionGraph(nn.Module):
         attention = model.memory_attention
         if attention.batch_first is not True:
             raise ValueError("memory attention with batch_first=False is not supported")
+        if not model.use_obj_ptrs_in_encoder:
+            raise ValueError("a model without object pointers in memory attention is not supported")
         self.attention = attention
         self.maskmem_tpos_enc = model.maskmem_tpos_enc  # [num_maskmem, 1, 1, Cm]
         self.add_pointer_positions = bool(model.add_tpos_enc_to_obj_ptrs)

@@ -1,8 +1,17 @@
 """The graphs of SAM 2 video tracking beyond the image encoder and mask decoder, for ONNX.
 
 :class:`MemoryEncoderGraph` turns the current frame's features and its predicted mask into the
-frame's memory (``SAM2Base._encode_new_memory``). Memory attention, which reads those memories,
-is :class:`sam2tool.export.onnx_rope.MemoryAttentionGraph`.
+frame's memory (``SAM2Base._encode_new_memory``); :class:`VideoDecoderGraph` is the prompt encoder
+and mask decoder as tracking runs them (``SAM2Base._forward_sam_heads``), with the object score
+and pointer. Memory attention, which reads the memories and pointers, is
+:class:`sam2tool.export.onnx_rope.MemoryAttentionGraph`.
+
+What these graphs do not cover yet (the runtime that chains them is still to come): the raw
+lowest-resolution features and their positional encoding, which ``image_encoder.onnx`` does not
+output (its ``image_embed`` has ``no_mem_embed`` added); sam2.1's mask prompts, whose object
+pointer comes from this decoder run on ``SAM2Base.mask_downsample`` of the mask (a learnt
+convolution no graph holds yet); and the rounding of stored memories to bfloat16 that Meta's
+video predictor does.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ class MemoryEncoderGraph(nn.Module):
 
     Outputs: ``memory`` ``[1, Cm, g, g]`` (``Cm`` the memory width; a frame where the object is
     absent gets sam2.1's no-object embedding) and ``memory_pos`` ``[1, Cm, g, g]``, its positional
-    encoding. sam2's video predictor stores ``memory`` in bfloat16; the graph returns float32.
+    encoding. sam2's video predictor stores ``memory`` rounded to bfloat16; the graph returns
+    float32, and a tracker that is to equal Meta's predictor rounds it before storing it.
 
     Args:
         model: A ``SAM2Base``.

@@ -244,10 +244,14 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source:
             else "choose a checkpoint made for this model"
         )
         if spec.size == "micro" and _is_old_micro(state):
+            again = (
+                "fine-tune again from the packaged base (model.checkpoint: official)"
+                if spec.packaged
+                else "train it again"
+            )
             hint = (
                 "it is a micro model of sam2tool 0.1, whose hidden state was 64 wide (sam2tool 0.2 made micro "
-                "128 wide with a 64-wide memory, which --format hf needs); fine-tune again from the packaged "
-                "base (model.checkpoint: official)"
+                f"128 wide with a 64-wide memory, which --format hf needs); {again}"
             )
         raise CheckpointError(f"checkpoint {source} does not fit {spec.display_name}: {details}; {hint}")
     model.load_state_dict(state, strict=True)

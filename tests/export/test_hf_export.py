@@ -339,7 +339,8 @@ def test_the_readme_lines_load_and_run_the_export(
     monkeypatch.chdir(out.parent)
     out.rename(out.parent / "exported")
     try:
-        namespace = {"frames": frames, "height": SIZE, "width": SIZE}
+        namespace = {"frames": frames}
+        assert "[[[[420, 310]]]]" in code  # the README's click, moved onto object 1 here
         exec("\n".join(lines).replace("[[[[420, 310]]]]", f"[[[[{x}, {y}]]]]"), namespace)
     finally:
         (out.parent / "exported").rename(out)

@@ -9,7 +9,7 @@ from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
 
 from sam2tool.config.registry import get_spec
 from sam2tool.export.onnx_rope import MemoryAttentionGraph, rope_tables, rotate, rotate_repeated
-from sam2tool.models.build import compose_model_config, instantiate_model
+from sam2tool.models.build import VIDEO_PREDICTOR_OVERRIDES, compose_model_config, instantiate_model
 
 SIZE = 128
 GRID = SIZE // 16
@@ -39,8 +39,11 @@ def test_rotation_equals_sam2_complex_rotation(frames: int) -> None:
 
 
 def micro(seed: int = 0) -> torch.nn.Module:
+    """Random-weight micro as the video predictor builds it (binarized prompt masks, stability fall-back)."""
     torch.manual_seed(seed)
-    return instantiate_model(compose_model_config(get_spec("sam2.1", "micro"), SIZE)).eval()
+    overrides = [o for o in VIDEO_PREDICTOR_OVERRIDES if "fill_hole_area" not in o]  # a predictor-only argument
+    config = compose_model_config(get_spec("sam2.1", "micro"), SIZE, extra_overrides=overrides)
+    return instantiate_model(config).eval()
 
 
 #: The scenario of the memory-attention tests: frame 0 prompted, frames 1..8 tracked, frame 9 next.

@@ -39,9 +39,13 @@ def test_memory_encoder_graph_equals_sam2(score: float, binarize: float) -> None
     model = micro()
     torch.nn.init.normal_(model.no_obj_embed_spatial)  # zeros at random init: make "absent" visible
     inputs = encoder_inputs(model, score, binarize)
+    graph = MemoryEncoderGraph(model).eval()
+    assert graph.binarize_from_prompts  # as the video predictor builds the model
     with torch.no_grad():
         expected, expected_pos = sam2_memory(model, inputs)
-        memory, position = MemoryEncoderGraph(model).eval()(**inputs)
+        memory, position = graph(**inputs)
+        other, _ = graph(**{**inputs, "binarize": 1.0 - inputs["binarize"]})
+    assert not torch.allclose(memory, other, atol=1e-3)  # binarizing the mask changes the memory
     assert memory.shape == (1, model.mem_dim, GRID, GRID) == position.shape
     torch.testing.assert_close(memory, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(position, expected_pos[0], rtol=0, atol=0)
@@ -104,7 +108,16 @@ def sam2_heads(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> list[
     return [low, high, iou, scores, pointer]
 
 
-#: (point labels, mask input, multimask): a click, a box, a tracking frame, a mask prompt, clicks on a mask.
+def score_object(model: torch.nn.Module, present: bool) -> None:
+    """Make the object score's last bias decide presence, whatever the inputs."""
+    head = model.sam_mask_decoder.pred_obj_score_head
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.bias.fill_(50.0 if present else -50.0)
+
+
+#: (point labels, mask input, multimask): a click, a box, a tracking frame, a mask input (earlier
+#: logits, as when clicks are added to a tracked frame) alone and with clicks.
 DECODER_CASES = [
     ([1.0], False, True),
     ([2.0, 3.0], False, False),
@@ -119,11 +132,7 @@ DECODER_CASES = [
 def test_video_decoder_graph_equals_sam2_heads(labels: list[float], mask: bool, multimask: bool, present: bool) -> None:
     model = micro()
     torch.nn.init.normal_(model.no_obj_ptr)
-    # the object score's last bias decides presence, whatever the inputs
-    head = model.sam_mask_decoder.pred_obj_score_head
-    last = head.layers[-1] if hasattr(head, "layers") else head
-    with torch.no_grad():
-        last.bias.fill_(50.0 if present else -50.0)
+    score_object(model, present)
     inputs = decoder_inputs(model, labels, mask, multimask)
     with torch.no_grad():
         expected = sam2_heads(model, inputs)
@@ -156,3 +165,22 @@ def test_video_decoder_runs_in_onnxruntime(tmp_path) -> None:  # type: ignore[no
             expected = sam2_heads(model, inputs)
         for name, a, b in zip(outputs, got, expected, strict=True):
             np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-4, err_msg=f"{labels} {mask} {multimask}: {name}")
+
+
+def test_unstable_single_masks_fall_back_to_the_best_multimask_output() -> None:
+    """sam2's stability fall-back (multimask off): with no mask stable enough, the graph follows sam2."""
+    model = micro()
+    score_object(model, present=True)
+    decoder = model.sam_mask_decoder
+    assert decoder.dynamic_multimask_via_stability  # as the video predictor builds the model
+    inputs = decoder_inputs(model, [2.0, 3.0], False, False, seed=3)
+    graph = VideoDecoderGraph(model).eval()
+    with torch.no_grad():
+        decoder.dynamic_multimask_stability_thresh = -1.0  # every single mask counts as stable: token 0
+        stable = graph(**inputs)[0]
+        decoder.dynamic_multimask_stability_thresh = 2.0  # a stability score is at most 1: always fall back
+        expected = sam2_heads(model, inputs)
+        got = graph(**inputs)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert not torch.allclose(got[0], stable, atol=1e-3)  # the fall-back chose another mask
