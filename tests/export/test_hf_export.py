@@ -136,7 +136,7 @@ def test_hf_folder_loads_and_is_listed_in_the_card(exported: tuple[Path, str]) -
 def meta_memory_for_mask_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make transformers encode a mask-prompted frame's memory as Meta's predictor does.
 
-    transformers (5.24) encodes it from the input mask at full resolution; Meta's predictor (and
+    transformers (4.56 to 5.24 at least) encodes it from the input mask at full resolution; Meta's predictor (and
     so predict-video) from the frame's predicted low-resolution mask, upsampled.
     """
     from transformers.models.sam2_video import modeling_sam2_video
