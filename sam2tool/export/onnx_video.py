@@ -3,15 +3,14 @@
 :class:`MemoryEncoderGraph` turns the current frame's features and its predicted mask into the
 frame's memory (``SAM2Base._encode_new_memory``); :class:`VideoDecoderGraph` is the prompt encoder
 and mask decoder as tracking runs them (``SAM2Base._forward_sam_heads``), with the object score
-and pointer. Memory attention, which reads the memories and pointers, is
+and pointer; :class:`MaskPromptGraph` takes a mask prompt as the frame's output, as sam2.1 does.
+Memory attention, which reads the memories and pointers, is
 :class:`sam2tool.export.onnx_rope.MemoryAttentionGraph`.
 
 What these graphs do not cover yet (the runtime that chains them is still to come): the raw
 lowest-resolution features and their positional encoding, which ``image_encoder.onnx`` does not
-output (its ``image_embed`` has ``no_mem_embed`` added); sam2.1's mask prompts, whose object
-pointer comes from this decoder run on ``SAM2Base.mask_downsample`` of the mask (a learnt
-convolution no graph holds yet); and the rounding of stored memories to bfloat16 that Meta's
-video predictor does.
+output (its ``image_embed`` has ``no_mem_embed`` added), and the rounding of stored memories to
+bfloat16 that Meta's video predictor does.
 """
 
 from __future__ import annotations
@@ -167,3 +166,62 @@ class VideoDecoderGraph(nn.Module):
             pointer = present * pointer
         pointer = pointer + (1 - present) * self.no_obj_ptr
         return low, high, iou, scores, pointer
+
+
+class MaskPromptGraph(nn.Module):
+    """A mask prompt taken as the frame's output, as sam2.1 does it (``SAM2Base._use_mask_as_output``).
+
+    Inputs (batch 1): ``features`` ``[1, C, g, g]`` (the frame's raw lowest-resolution features,
+    without memory or ``no_mem_embed``), ``high_res_feats_0``, ``high_res_feats_1`` (as for the
+    decoder) and ``mask`` ``[1, 1, S, S]``: the object's binary mask (0 or 1) at the model's input
+    size.
+
+    Outputs, as :class:`VideoDecoderGraph` names them: ``low_res_masks`` ``[1, 1, S/4, S/4]`` (the
+    mask as logits of +-10, downsampled with antialiasing), ``high_res_masks`` ``[1, 1, S, S]``,
+    ``iou`` ``[1, 1]`` (1), ``object_score_logits`` ``[1, 1]`` (+10 when the mask has a pixel, else
+    -10) and ``object_pointer`` ``[1, C]`` (the decoder's pointer for the mask given as a mask
+    input through ``mask_downsample``; the no-object pointer for an empty mask).
+
+    Args:
+        model: A ``SAM2Base`` that uses mask inputs as outputs and object pointers.
+
+    """
+
+    #: sam2's logits for the pixels inside and outside a mask prompt: ``20 * mask - 10``.
+    SCALE, BIAS = 20.0, -10.0
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        if not model.use_mask_input_as_output_without_sam or not model.use_obj_ptrs_in_encoder:
+            raise ValueError("mask prompts as outputs need use_mask_input_as_output_without_sam and object pointers")
+        self.decoder = VideoDecoderGraph(model)
+        self.mask_downsample = model.mask_downsample
+        self.no_obj_ptr = model.no_obj_ptr
+        self.fixed_no_obj_ptr = bool(model.fixed_no_obj_ptr)
+
+    def forward(
+        self, features: torch.Tensor, high_res_feats_0: torch.Tensor, high_res_feats_1: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(low_res_masks, high_res_masks, iou, object_score_logits, object_pointer)``."""
+        high = mask.float() * self.SCALE + self.BIAS
+        size = (high.shape[-2] // 4, high.shape[-1] // 4)
+        low = nn.functional.interpolate(high, size=size, mode="bilinear", align_corners=False, antialias=True)
+        no_points = torch.zeros(1, 1, 2, dtype=features.dtype)
+        no_labels = -torch.ones(1, 1, dtype=features.dtype)
+        one, zero = torch.ones(1, dtype=features.dtype), torch.zeros(1, dtype=features.dtype)
+        pointer = self.decoder(
+            features,
+            high_res_feats_0,
+            high_res_feats_1,
+            no_points,
+            no_labels,
+            self.mask_downsample(mask.float()),
+            one,
+            zero,
+        )[4]
+        present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).to(pointer.dtype)  # [1, 1]
+        scores = self.SCALE * present + self.BIAS
+        if self.fixed_no_obj_ptr:
+            pointer = present * pointer
+        pointer = pointer + (1 - present) * self.no_obj_ptr
+        return low, high, torch.ones(1, 1, dtype=low.dtype), scores, pointer

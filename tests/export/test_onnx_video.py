@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam2tool.export.onnx_video import MemoryEncoderGraph, VideoDecoderGraph
+from sam2tool.export.onnx_video import MaskPromptGraph, MemoryEncoderGraph, VideoDecoderGraph
 from tests.export.test_onnx_rope import GRID, SIZE, micro
 
 
@@ -184,3 +184,62 @@ def test_unstable_single_masks_fall_back_to_the_best_multimask_output() -> None:
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     assert not torch.allclose(got[0], stable, atol=1e-3)  # the fall-back chose another mask
+
+
+def mask_prompt_inputs(model: torch.nn.Module, empty: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    decoder = decoder_inputs(model, [-1.0], False, False, seed=seed)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    centre = torch.rand(2, generator=generator) * SIZE / 2 + SIZE / 4
+    mask = (((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) < (SIZE / 5) ** 2).float()[None, None]
+    return {
+        "features": decoder["image_embed"],
+        "high_res_feats_0": decoder["high_res_feats_0"],
+        "high_res_feats_1": decoder["high_res_feats_1"],
+        "mask": torch.zeros_like(mask) if empty else mask,
+    }
+
+
+def sam2_mask_as_output(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    low, high, iou, _, _, pointer, scores = model._use_mask_as_output(
+        backbone_features=inputs["features"],
+        high_res_features=[inputs["high_res_feats_0"], inputs["high_res_feats_1"]],
+        mask_inputs=inputs["mask"],
+    )
+    return [low, high, iou, scores, pointer]
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_mask_prompt_graph_equals_sam2(empty: bool) -> None:
+    model = micro()
+    torch.nn.init.normal_(model.no_obj_ptr)
+    inputs = mask_prompt_inputs(model, empty)
+    with torch.no_grad():
+        expected = sam2_mask_as_output(model, inputs)
+        got = MaskPromptGraph(model).eval()(**inputs)
+    assert (got[3] > 0).item() == (not empty)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_mask_prompt_runs_in_onnxruntime(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ort = pytest.importorskip("onnxruntime")
+    model = micro()
+    torch.nn.init.normal_(model.no_obj_ptr)
+    example = mask_prompt_inputs(model, False, seed=4)
+    outputs = ["low_res_masks", "high_res_masks", "iou", "object_score_logits", "object_pointer"]
+    with torch.no_grad():
+        program = torch.onnx.export(
+            MaskPromptGraph(model).eval(), tuple(example.values()), input_names=list(example),
+            output_names=outputs, opset_version=18, dynamo=True, verbose=False,
+        )  # fmt: skip
+    assert program is not None
+    program.save(tmp_path / "mask_prompt.onnx")
+    session = ort.InferenceSession(str(tmp_path / "mask_prompt.onnx"), providers=["CPUExecutionProvider"])
+    for seed, empty in [(0, False), (1, False), (2, True)]:
+        inputs = mask_prompt_inputs(model, empty, seed=seed)
+        got = session.run(None, {name: value.numpy() for name, value in inputs.items()})
+        with torch.no_grad():
+            expected = sam2_mask_as_output(model, inputs)
+        for name, a, b in zip(outputs, got, expected, strict=True):
+            np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-4, err_msg=f"{seed} {empty}: {name}")
