@@ -152,9 +152,25 @@ class MaskDecoderGraph(nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(masks, iou_predictions, object_score_logits)`` of all four mask tokens."""
+        masks, iou_predictions, _, object_score_logits = self.decode(
+            image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
+        )
+        return masks, iou_predictions, object_score_logits
+
+    def decode(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``MaskDecoder.predict_masks`` for the prompt: masks, IoUs, mask tokens and object score, all four tokens."""
         # SAM2ImagePredictor hands boxes to the prompt encoder as points, so the points are always padded.
         sparse = self.prompt_encoder._embed_points(point_coords, point_labels, pad=True)
-        masks, iou_predictions, _, object_score_logits = self.mask_decoder.predict_masks(
+        masks, iou_predictions, tokens, object_score_logits = self.mask_decoder.predict_masks(
             image_embeddings=image_embed,
             image_pe=self.image_pe,
             sparse_prompt_embeddings=sparse,
@@ -162,7 +178,7 @@ class MaskDecoderGraph(nn.Module):
             repeat_image=False,
             high_res_features=[high_res_feats_0, high_res_feats_1],
         )
-        return masks, iou_predictions, object_score_logits
+        return masks, iou_predictions, tokens, object_score_logits
 
     def _dense_embedding(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
         """``mask_downscaling(mask_input)`` if ``has_mask_input`` is 1, else ``no_mask_embed`` everywhere."""

@@ -81,10 +81,6 @@ class RealRoPEAttention(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, channels = x.shape
-        return x.reshape(batch, tokens, self.num_heads, channels // self.num_heads).transpose(1, 2)
-
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotated_keys: int | None = None) -> Any:
         """Attention of ``q`` ``[B, Nq, C]`` over ``k``/``v`` ``[B, Nk, C]``.
 
@@ -92,16 +88,15 @@ class RealRoPEAttention(nn.Module):
         None rotates every key.
         """
         attention = self.attention
-        q = rotate(self._heads(attention.q_proj(q)), self.cos, self.sin)
-        k = self._heads(attention.k_proj(k))
-        v = self._heads(attention.v_proj(v))
+        q = rotate(attention._separate_heads(attention.q_proj(q), self.num_heads), self.cos, self.sin)
+        k = attention._separate_heads(attention.k_proj(k), self.num_heads)
+        v = attention._separate_heads(attention.v_proj(v), self.num_heads)
         split = k.shape[2] if rotated_keys is None else rotated_keys
         rotated, plain = k[:, :, :split], k[:, :, split:]
         turn = rotate_repeated if self.repeat_keys else rotate
         rotated = turn(rotated, self.cos, self.sin)
         out = F.scaled_dot_product_attention(q, torch.cat([rotated, plain], dim=2), v)
-        batch, heads, tokens, head_dim = out.shape
-        return attention.out_proj(out.transpose(1, 2).reshape(batch, tokens, heads * head_dim))
+        return attention.out_proj(attention._recombine_heads(out))
 
 
 class MemoryAttentionGraph(nn.Module):

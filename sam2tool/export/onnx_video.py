@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sam2tool.export.onnx_export import MaskDecoderGraph
+
 
 class MemoryEncoderGraph(nn.Module):
     """One object's memory of one frame, as ``SAM2Base._encode_new_memory`` computes it (eval mode).
@@ -99,21 +101,17 @@ class VideoDecoderGraph(nn.Module):
 
     """
 
-    image_pe: torch.Tensor
-
     def __init__(self, model: Any) -> None:
         super().__init__()
         if not model.pred_obj_scores or model.soft_no_obj_ptr or not model.use_high_res_features_in_sam:
             raise ValueError("tracking graphs need pred_obj_scores, hard no-object pointers and high-res features")
-        self.prompt_encoder = model.sam_prompt_encoder
+        self.heads = MaskDecoderGraph(model)  # the prompt encoder and mask decoder of mask_decoder.onnx
         self.mask_decoder = model.sam_mask_decoder
         self.obj_ptr_proj = model.obj_ptr_proj
         self.no_obj_ptr = model.no_obj_ptr
         self.fixed_no_obj_ptr = bool(model.fixed_no_obj_ptr)
         self.multimask_token_for_pointer = bool(model.use_multimask_token_for_obj_ptr)
         self.image_size = int(model.image_size)
-        with torch.no_grad():
-            self.register_buffer("image_pe", self.prompt_encoder.get_dense_pe().clone())
 
     def forward(
         self,
@@ -127,17 +125,8 @@ class VideoDecoderGraph(nn.Module):
         multimask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(low_res_masks, high_res_masks, iou, object_score_logits, object_pointer)``."""
-        sparse = self.prompt_encoder._embed_points(point_coords, point_labels, pad=True)
-        from_mask = self.prompt_encoder.mask_downscaling(mask_input)
-        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(from_mask)
-        dense = torch.where(has_mask_input.reshape(1, 1, 1, 1) > 0.5, from_mask, no_mask)
-        masks, ious, tokens, scores = self.mask_decoder.predict_masks(
-            image_embeddings=image_embed,
-            image_pe=self.image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            repeat_image=False,
-            high_res_features=[high_res_feats_0, high_res_feats_1],
+        masks, ious, tokens, scores = self.heads.decode(
+            image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
         )
         # multimask_output=False: token 0, or the best multimask output where token 0 is unstable.
         if self.mask_decoder.dynamic_multimask_via_stability:

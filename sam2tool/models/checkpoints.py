@@ -237,24 +237,26 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source:
             )
             if items
         )
-        guess = describe_state_dict(state)
-        hint = (
-            f"it looks like {guess}; set model.size and model.version to match, or choose another checkpoint"
-            if guess is not None and guess != spec.display_name
-            else "choose a checkpoint made for this model"
+        raise CheckpointError(
+            f"checkpoint {source} does not fit {spec.display_name}: {details}; {_mismatch_hint(state, spec)}"
         )
-        if spec.size == "micro" and _is_old_micro(state):
-            again = (
-                "fine-tune again from the packaged base (model.checkpoint: official)"
-                if spec.packaged
-                else "train it again"
-            )
-            hint = (
-                "it is a micro model of sam2tool 0.1, whose hidden state was 64 wide (sam2tool 0.2 made micro "
-                f"128 wide with a 64-wide memory, which --format hf needs); {again}"
-            )
-        raise CheckpointError(f"checkpoint {source} does not fit {spec.display_name}: {details}; {hint}")
     model.load_state_dict(state, strict=True)
+
+
+def _mismatch_hint(state: Mapping[str, torch.Tensor], spec: ModelSpec) -> str:
+    """What to do about a checkpoint that does not fit ``spec``: which model it seems to be for."""
+    if spec.size == "micro" and _is_old_micro(state):
+        again = (
+            "fine-tune again from the packaged base (model.checkpoint: official)" if spec.packaged else "train it again"
+        )
+        return (
+            "it is a micro model of sam2tool 0.1, whose hidden state was 64 wide (sam2tool 0.2 made micro "
+            f"128 wide with a 64-wide memory, which --format hf needs); {again}"
+        )
+    guess = describe_state_dict(state)
+    if guess is not None and guess != spec.display_name:
+        return f"it looks like {guess}; set model.size and model.version to match, or choose another checkpoint"
+    return "choose a checkpoint made for this model"
 
 
 #: The hidden width of micro before sam2tool 0.2 (``no_mem_embed`` is ``[1, 1, hidden]``).
