@@ -133,6 +133,18 @@ OLD_MICRO = (
     "++model.memory_encoder.in_dim=64",
 )
 
+
+def old_micro(image_size: int):  # type: ignore[no-untyped-def]
+    """sam2tool 0.1's micro (``OLD_MICRO``) with random weights, a ``SAM2Base``."""
+    from dataclasses import replace
+
+    from sam2tool.config.registry import get_spec
+    from sam2tool.models.build import compose_model_config, instantiate_model
+
+    spec = replace(get_spec("sam2.1", "micro"), overrides=OLD_MICRO)
+    return instantiate_model(compose_model_config(spec, image_size))
+
+
 #: The image size of a micro training run on the CPU (``micro_run_settings``); generate its data at this size.
 RUN_SIZE = 64
 

@@ -30,7 +30,7 @@ from sam2tool.models.build import (
     instantiate_model,
 )
 from sam2tool.models.packaged import packaged_checkpoint
-from tests.conftest import BASE_SIZE, OLD_MICRO, REPO
+from tests.conftest import BASE_SIZE, OLD_MICRO, REPO, old_micro
 
 SIZE = BASE_SIZE
 #: The packaged base (``model.checkpoint: official``) at its own size.
@@ -53,18 +53,6 @@ def tracker(size: str, version: str, image_size: int, *overrides: str) -> torch.
 def base() -> tuple[Path, Path]:
     """The packaged base and a config naming it at its 128 px."""
     return packaged_checkpoint(get_spec("sam2.1", "micro")), BASE_CONFIG
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A SAM 2.1 tiny checkpoint with random weights and a config naming it at 128 px."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = instantiate_model(compose_model_config(get_spec("sam2.1", "tiny"), SIZE))
-    torch.save({"model": model.state_dict()}, root / "tiny.pt")
-    config = root / "tiny.yaml"
-    config.write_text(f"model:\n  size: tiny\n  checkpoint: null\ndataset:\n  image_size: {SIZE}\n")
-    return root / "tiny.pt", config
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +140,24 @@ def meta_memory_for_mask_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(modeling_sam2_video.Sam2VideoModel, "_use_mask_as_output", from_low_resolution)
 
 
+def predict_video_labels(base: tuple[Path, Path], frames: Path, output: Path, *prompt: str) -> list[np.ndarray]:
+    """The label maps `sam2tool predict-video` writes for ``frames`` with the packaged base."""
+    checkpoint, config = base
+    code, printed = invoke(
+        "predict-video", str(frames), "-o", str(output), "--config", str(config),
+        "--checkpoint", str(checkpoint), *prompt, "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, printed
+    return [np.array(Image.open(p)) for p in sorted(output.glob("*.png"))]
+
+
+def deepest_point(mask: np.ndarray) -> tuple[int, int]:
+    """``(x, y)`` of the pixel deepest inside ``mask``: a click no tracker can read as the background."""
+    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(depth.argmax()), depth.shape)
+    return int(x), int(y)
+
+
 def worst_agreement(ours: list[np.ndarray], theirs: list[np.ndarray], objects: int) -> float:
     """The smallest share of equal pixels of one object's binary mask on one frame."""
     assert len(ours) == len(theirs) == FRAMES
@@ -178,16 +184,10 @@ def test_transformers_tracks_like_predict_video(
     frames after the prompt, then less).
     """
     out, _ = exported
-    checkpoint, config = base
     frames, first = video
     first = np.where(first <= objects, first, 0).astype(np.uint8)
     Image.fromarray(first).save(tmp_path / "prompt.png")
-    code, output = invoke(
-        "predict-video", str(frames), "-o", str(tmp_path / "ours"), "--config", str(config),
-        "--checkpoint", str(checkpoint), "--mask", str(tmp_path / "prompt.png"), "--device", "cpu",
-    )  # fmt: skip
-    assert code == 0, output
-    ours = [np.array(Image.open(p)) for p in sorted((tmp_path / "ours").glob("*.png"))]
+    ours = predict_video_labels(base, frames, tmp_path / "ours", "--mask", str(tmp_path / "prompt.png"))
     # The comparison is not vacuous: every object is tracked on every frame.
     assert all((mine == k).sum() > 50 for mine in ours for k in range(1, objects + 1))
     masks = {k: first == k for k in range(1, objects + 1)}
@@ -201,23 +201,16 @@ def test_transformers_tracks_clicks_like_predict_video(
 ) -> None:
     """A click: transformers and predict-video agree to >= 99.9 % with no change to either."""
     out, _ = exported
-    checkpoint, config = base
     frames, first = video
-    depth = cv2.distanceTransform((first == 1).astype(np.uint8), cv2.DIST_L2, 5)
-    y, x = np.unravel_index(int(depth.argmax()), depth.shape)
-    code, output = invoke(
-        "predict-video", str(frames), "-o", str(tmp_path / "ours"), "--config", str(config),
-        "--checkpoint", str(checkpoint), "--point", f"{x},{y}", "--device", "cpu",
-    )  # fmt: skip
-    assert code == 0, output
-    ours = [np.array(Image.open(p)) for p in sorted((tmp_path / "ours").glob("*.png"))]
+    x, y = deepest_point(first == 1)
+    ours = predict_video_labels(base, frames, tmp_path / "ours", "--point", f"{x},{y}")
     assert all((mine == 1).any() for mine in ours)
     theirs = transformers_labels(out / "hf", frames, {1: (float(x), float(y))})
     assert worst_agreement(ours, theirs, 1) >= 0.999
 
 
 def test_missing_transformers_exits_2_before_writing(
-    tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_version = importlib.metadata.version
 
@@ -228,7 +221,7 @@ def test_missing_transformers_exits_2_before_writing(
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
     monkeypatch.setattr(importlib.metadata, "version", version)
-    checkpoint, config = tiny
+    checkpoint, config = base
     code, output = invoke(
         "export", str(checkpoint), "-o", str(tmp_path / "e"), "-f", "sam2,hf", "--config", str(config)
     )
@@ -245,8 +238,8 @@ def test_an_architecture_transformers_lacks_is_refused_by_name_before_writing(
     from sam2tool.config import registry
 
     spec = registry.get_spec("sam2.1", "micro")
-    monkeypatch.setitem(registry.REGISTRY, ("sam2.1", "micro"), replace(spec, overrides=OLD_MICRO))
-    model = instantiate_model(compose_model_config(registry.get_spec("sam2.1", "micro"), SIZE))
+    monkeypatch.setitem(registry.REGISTRY, ("sam2.1", "micro"), replace(spec, overrides=OLD_MICRO))  # for export
+    model = old_micro(SIZE)
     assert model.hidden_dim == 64 and model.mem_dim == 16
     torch.save({"model": model.state_dict()}, tmp_path / "old-micro.pt")
     config = tmp_path / "micro.yaml"
@@ -333,8 +326,7 @@ def test_the_readme_lines_load_and_run_the_export(
     assert len(lines) < len(code.splitlines())  # the README shows how to publish
     out, _ = exported
     folder, first = video
-    depth = cv2.distanceTransform((first == 1).astype(np.uint8), cv2.DIST_L2, 5)  # a click deep inside object 1
-    y, x = np.unravel_index(int(depth.argmax()), depth.shape)
+    x, y = deepest_point(first == 1)
     frames = [np.array(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())]
     monkeypatch.chdir(out.parent)
     out.rename(out.parent / "exported")

@@ -14,7 +14,7 @@ from sam2tool.config.schema import ModelSettings
 from sam2tool.errors import CheckpointError
 from sam2tool.models.build import build_model, model_overrides
 from sam2tool.models.checkpoints import describe_state_dict, read_state_dict, save_official_checkpoint
-from tests.conftest import OLD_MICRO
+from tests.conftest import old_micro
 from tests.sam2_probe import two_frame_outputs
 
 SIZE = 64
@@ -179,34 +179,26 @@ def test_files_that_hold_something_else(tmp_path: Path, obj: object, message: st
         read_state_dict(path)
 
 
+def load_error(model: torch.nn.Module, path: Path, settings: ModelSettings) -> str:
+    """Save ``model`` to ``path`` and return the error of loading it as ``settings`` describe."""
+    save_official_checkpoint(model, path)
+    with pytest.raises(CheckpointError) as excinfo:
+        build_model(settings.model_copy(update={"checkpoint": str(path)}), 64)
+    return str(excinfo.value)
+
+
 def test_checkpoint_for_another_size_names_the_size(tmp_path: Path) -> None:
     tiny = build_model(ModelSettings(size="tiny", checkpoint=None), 64).model
     path = tmp_path / "tiny.pt"
-    save_official_checkpoint(tiny, path)
-    with pytest.raises(CheckpointError) as excinfo:
-        build_model(ModelSettings(size="small", checkpoint=str(path)), 64)
-    message = str(excinfo.value)
+    message = load_error(tiny, path, ModelSettings(size="small"))
     assert f"checkpoint {path} does not fit SAM 2.1 small" in message
     assert "missing keys (image_encoder.trunk.blocks.12." in message
     assert "it looks like SAM 2.1 tiny; set model.size and model.version to match" in message
 
 
-def test_a_micro_checkpoint_of_sam2tool_0_1_says_to_fine_tune_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dataclasses import replace
-
-    from sam2tool.config import registry
-
-    spec = registry.get_spec("sam2.1", "micro")
-    with monkeypatch.context() as patch:
-        patch.setitem(registry.REGISTRY, ("sam2.1", "micro"), replace(spec, overrides=OLD_MICRO))
-        old = build_model(ModelSettings(size="micro", checkpoint=None), 64).model
+def test_a_micro_checkpoint_of_sam2tool_0_1_says_to_fine_tune_again(tmp_path: Path) -> None:
     path = tmp_path / "old-micro.ckpt"
-    save_official_checkpoint(old, path)
-    with pytest.raises(CheckpointError) as excinfo:
-        build_model(ModelSettings(size="micro", checkpoint=str(path)), 64)
-    message = str(excinfo.value)
+    message = load_error(old_micro(64), path, ModelSettings(size="micro"))
     assert f"checkpoint {path} does not fit SAM 2.1 micro" in message
     assert "it is a micro model of sam2tool 0.1" in message
     assert "fine-tune again from the packaged base (model.checkpoint: official)" in message
@@ -214,10 +206,8 @@ def test_a_micro_checkpoint_of_sam2tool_0_1_says_to_fine_tune_again(
 
 def test_checkpoint_for_another_version(tmp_path: Path) -> None:
     v2 = build_model(ModelSettings(size="micro", version="sam2", checkpoint=None), 64).model
-    path = tmp_path / "v2.pt"
-    save_official_checkpoint(v2, path)
-    with pytest.raises(CheckpointError, match="it looks like SAM 2 micro"):
-        build_model(ModelSettings(size="micro", version="sam2.1", checkpoint=str(path)), 64)
+    message = load_error(v2, tmp_path / "v2.pt", ModelSettings(size="micro", version="sam2.1"))
+    assert "it looks like SAM 2 micro" in message
 
 
 def test_describe_state_dict(trained: tuple[torch.nn.Module, Path]) -> None:
