@@ -93,7 +93,7 @@ def main() -> None:
         dec = ort.InferenceSession(str(folder / "onnx" / "mask_decoder.onnx"), options)
         enc_feed = {enc.get_inputs()[0].name: image.numpy()}
         names = [i.name for i in dec.get_inputs()]
-        dec_feed = dict(zip(names, [t.numpy() for t in (*features, *prompt)], strict=True))
+        dec_feed = dict(zip(names, [t.numpy() for t in (*features[:3], *prompt)], strict=True))
 
         def torch_encoder() -> None:
             with torch.no_grad():
@@ -101,7 +101,7 @@ def main() -> None:
 
         def torch_decoder() -> None:
             with torch.no_grad():
-                decoder(*features, *prompt)
+                decoder(*features[:3], *prompt)
 
         print()
         print("| graph | PyTorch s (median) | onnxruntime s (median) |")

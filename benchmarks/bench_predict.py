@@ -49,9 +49,9 @@ def run_one(kind: str, frames: Path, size: str, image_size: int, limit: int) -> 
     torch.set_num_threads(os.cpu_count() or 1)
     from sam2tool.config.registry import get_spec
     from sam2tool.config.schema import ModelSettings
+    from sam2tool.data.frames import FolderFrames
     from sam2tool.models.build import build_video_predictor, model_overrides
     from sam2tool.models.checkpoints import save_official_checkpoint
-    from sam2tool.models.streaming import FolderFrames
 
     torch.manual_seed(0)
     settings = ModelSettings(size=size, checkpoint=None)  # type: ignore[arg-type]

@@ -27,7 +27,8 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="Comma-separated: sam2 (model.pt + model.yaml), safetensors, onnx (two graphs), "
+            help="Comma-separated: sam2 (model.pt + model.yaml), safetensors, "
+            "onnx (image and video-tracking graphs + onnx_manifest.json, for predict-video --backend onnxruntime), "
             "hf (transformers Sam2VideoModel + Sam2VideoProcessor in hf/).",
         ),
     ] = "sam2",

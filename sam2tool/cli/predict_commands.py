@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from sam2tool.cli.reporting import DebugOption, Overrides, choice_members, console, progress_bar, reporting_errors
-from sam2tool.config.choices import Device
+from sam2tool.config.choices import Backend, Device
 
 DeviceName = Enum("DeviceName", choice_members(Device), type=str)  # type: ignore[misc]
 AUTO_DEVICE = DeviceName("auto")
+BackendName = Enum("BackendName", choice_members(Backend), type=str)  # type: ignore[misc]
+TORCH_BACKEND = BackendName("torch")
 
 
 def predict_video(
@@ -29,7 +31,7 @@ def predict_video(
         typer.Option(
             "--checkpoint",
             help="Weights: a training checkpoint or an export (their model and size are used without --config), "
-            "or an official checkpoint file.",
+            "or an official checkpoint file. With --backend onnxruntime: an ONNX export folder.",
         ),
     ] = None,
     model: Annotated[
@@ -77,6 +79,14 @@ def predict_video(
     offload: Annotated[
         bool, typer.Option("--offload", help="Keep the tracking state in host memory (long videos on small GPUs).")
     ] = False,
+    backend: Annotated[
+        BackendName,
+        typer.Option(
+            "--backend",
+            help="torch: PyTorch (the model of --checkpoint/--model/--config). onnxruntime: the graphs of the "
+            "folder `sam2tool export --format onnx` writes, given as --checkpoint; same masks, no PyTorch.",
+        ),
+    ] = TORCH_BACKEND,
     debug: DebugOption = False,
 ) -> None:
     """Track objects through a video of any length in constant memory; write a mask per frame."""
@@ -85,11 +95,21 @@ def predict_video(
     from rich.progress import TextColumn, TimeRemainingColumn
 
     from sam2tool.models.tracking import TrackOptions
-    from sam2tool.services.predict_video import PromptInputs, gather_prompts, model_settings
+    from sam2tool.services.predict_video import (
+        PromptInputs,
+        gather_prompts,
+        model_settings,
+        onnx_export_folder,
+        predict_video_onnx,
+    )
     from sam2tool.services.predict_video import predict_video as run
 
     with reporting_errors(debug):
-        settings, size = model_settings(config, checkpoint, model, image_size, overrides or [])
+        onnx = backend.value == "onnxruntime"
+        if onnx:
+            export = onnx_export_folder(checkpoint, config, model, image_size, compile, overrides or [])
+        else:
+            settings, size = model_settings(config, checkpoint, model, image_size, overrides or [])
         inputs = PromptInputs(points=point or (), box=box, mask=mask, prompts_file=prompts, obj_id=obj_id, frame=frame)
         items = gather_prompts(inputs)
         options = TrackOptions(
@@ -103,17 +123,22 @@ def predict_video(
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, fps=f"{rate:.1f} frames/s")
 
-            result = run(
-                input,
-                output,
-                settings,
-                size,
-                items,
-                device=device.value,
-                compile=compile,
-                options=options,
-                on_frame=on_frame,
-            )
+            if onnx:
+                result = predict_video_onnx(
+                    input, output, export, items, device=device.value, options=options, on_frame=on_frame
+                )
+            else:
+                result = run(
+                    input,
+                    output,
+                    settings,
+                    size,
+                    items,
+                    device=device.value,
+                    compile=compile,
+                    options=options,
+                    on_frame=on_frame,
+                )
         console.print(
             f"Wrote masks of {len(result.objects)} object(s) for {result.frames} frames to {result.output} "
             f"in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} frames/s)",

@@ -19,5 +19,7 @@ EvalProtocol = Literal["davis", "sav"]
 PromptKind = Literal["mask", "box", "point"]
 #: Where ``predict-video`` and ``evaluate`` run a model (``auto``: CUDA, then MPS, then the CPU).
 Device = Literal["auto", "cpu", "cuda", "mps"]
+#: What ``predict-video`` tracks with: PyTorch, or the graphs of an ONNX export in onnxruntime.
+Backend = Literal["torch", "onnxruntime"]
 #: Dtype of exported weight files.
 ExportDtype = Literal["fp32", "bf16", "fp16"]

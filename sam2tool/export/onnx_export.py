@@ -1,6 +1,10 @@
-"""Export a SAM 2 model to two ONNX graphs and check them with onnxruntime against PyTorch.
+"""Export a SAM 2 model to ONNX graphs and check them with onnxruntime against PyTorch.
 
-The two graphs split SAM 2's image predictor (``sam2.sam2_image_predictor.SAM2ImagePredictor``)
+Six graphs: the two below serve single images; with the four of
+:mod:`sam2tool.export.onnx_video` (memory attention, memory encoder, video decoder, mask prompt)
+and ``onnx_manifest.json`` they track videos (:mod:`sam2tool.models.onnx_tracker`).
+
+The two image graphs split SAM 2's image predictor (``sam2.sam2_image_predictor.SAM2ImagePredictor``)
 where it splits itself: the image encoder runs once per image, the prompt encoder and mask decoder
 once per click. ``S`` is the model's input size (``model.image_size``, e.g. 1024) and ``C`` the
 mask decoder's width (256 for every official size). All tensors are float32 with batch size 1.
@@ -10,12 +14,16 @@ mask decoder's width (256 for every official size). All tensors are float32 with
     ``S x S`` (SAM 2 resizes to a square, ignoring the aspect ratio). The graph does the ImageNet
     normalisation (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225) itself.
 
-    Outputs, what ``SAM2ImagePredictor.set_image`` keeps:
+    Outputs, what ``SAM2ImagePredictor.set_image`` keeps, then what tracking reads:
 
     - ``image_embed`` ``[1, C, S/16, S/16]``: the lowest-resolution feature map with
       ``no_mem_embed`` added (an image seen without memory);
     - ``high_res_feats_0`` ``[1, C/8, S/4, S/4]`` and ``high_res_feats_1`` ``[1, C/4, S/8, S/8]``:
-      the two higher-resolution feature maps after the mask decoder's ``conv_s0`` / ``conv_s1``.
+      the two higher-resolution feature maps after the mask decoder's ``conv_s0`` / ``conv_s1``;
+    - ``vision_features`` ``[1, C, S/16, S/16]``: the lowest-resolution map without ``no_mem_embed``
+      and ``vision_pos_enc`` ``[1, C, S/16, S/16]``, its positional encoding (memory attention's
+      and the memory encoder's inputs). Code that unpacks ``run(None, ...)`` into the first three
+      asks for them by name.
 
 ``mask_decoder.onnx`` (prompt encoder + mask decoder)
     Inputs:
@@ -49,10 +57,11 @@ and compares every output with PyTorch.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +100,7 @@ Shape = list[int | str]
 
 
 class ImageEncoderGraph(nn.Module):
-    """``image`` in [0, 1] to ``(image_embed, high_res_feats_0, high_res_feats_1)`` as ``set_image`` computes it.
+    """``image`` in [0, 1] to the features ``set_image`` computes, and the raw features tracking needs.
 
     Args:
         model: A ``SAM2Base`` with high-resolution features (``use_high_res_features_in_sam``).
@@ -116,12 +125,25 @@ class ImageEncoderGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalise, run the backbone, project the two high-resolution levels, add ``no_mem_embed``."""
+    def forward(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalise, run the backbone, project the two high-resolution levels, add ``no_mem_embed``.
+
+        Returns ``(image_embed, high_res_feats_0, high_res_feats_1, vision_features, vision_pos_enc)``.
+        """
         normalised = (image - self.mean) / self.std
         # SAM2Base.forward_image and _prepare_backbone_features, kept in NCHW layout.
-        levels = self.image_encoder(normalised)["backbone_fpn"][-self.num_feature_levels :]
-        return levels[2] + self.no_mem_embed, self.conv_s0(levels[0]), self.conv_s1(levels[1])
+        backbone = self.image_encoder(normalised)
+        levels = backbone["backbone_fpn"][-self.num_feature_levels :]
+        position = backbone["vision_pos_enc"][-self.num_feature_levels :][2]
+        return (
+            levels[2] + self.no_mem_embed,
+            self.conv_s0(levels[0]),
+            self.conv_s1(levels[1]),
+            levels[2],
+            position.to(levels[2].dtype),
+        )
 
 
 class MaskDecoderGraph(nn.Module):
@@ -199,6 +221,7 @@ class OnnxGraphCheck:
         inputs: Input name to shape (``"num_points"`` marks the dynamic axis).
         outputs: Output name to shape.
         max_abs_value: Per output name, the largest |torch| over the check inputs, for scale.
+        int64_inputs: Inputs of dtype int64 (the others are float32).
 
     """
 
@@ -208,6 +231,7 @@ class OnnxGraphCheck:
     inputs: dict[str, Shape] = field(default_factory=dict)
     outputs: dict[str, Shape] = field(default_factory=dict)
     max_abs_value: dict[str, float] = field(default_factory=dict)
+    int64_inputs: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -218,7 +242,7 @@ class OnnxGraphCheck:
         """Plain JSON data: file, inputs and outputs with shapes, the check's diffs, tolerance, ok."""
         return {
             "file": self.file,
-            "inputs": _tensors_json(self.inputs),
+            "inputs": _tensors_json(self.inputs, self.int64_inputs),
             "outputs": _tensors_json(self.outputs),
             "checked": bool(self.max_abs_diff),
             "max_abs_diff": dict(self.max_abs_diff),
@@ -260,14 +284,33 @@ class OnnxReport:
         }
 
 
+#: Inputs per check case: the image encoder's PyTorch outputs of that case's image -> the graph's inputs.
+CaseMaker = Callable[[Mapping[str, torch.Tensor], int, torch.Generator], dict[str, torch.Tensor]]
+
+
 @dataclass
-class _Graph:
-    """A wrapper module and the names and shapes of its inputs and outputs, in order."""
+class GraphSpec:
+    """A wrapper module, the names and shapes of its inputs and outputs (in order), and its check inputs.
+
+    Attributes:
+        file: File name inside the export folder.
+        module: The wrapper to export.
+        inputs: Input name -> shape (a string names a dynamic axis).
+        outputs: Output name -> shape.
+        int64_inputs: Inputs of dtype int64 (the others are float32).
+        make_case: For the tracking graphs: inputs for case ``i`` (0 and 1 are the check cases, 2
+            the export example) from the image encoder's outputs; None for the image graphs.
+        dynamic_minimum: Smallest size of each dynamic axis (1 unless named here).
+
+    """
 
     file: str
     module: nn.Module
     inputs: dict[str, Shape]
     outputs: dict[str, Shape]
+    int64_inputs: tuple[str, ...] = ()
+    make_case: CaseMaker | None = None
+    dynamic_minimum: dict[str, int] = field(default_factory=dict)
 
 
 def export_onnx(
@@ -279,18 +322,23 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
     check: bool = True,
+    tracking: bool = True,
 ) -> OnnxReport:
-    """Write ``image_encoder.onnx`` and ``mask_decoder.onnx`` into ``folder`` and check them.
+    """Write the ONNX graphs into ``folder`` and check them.
 
     Args:
-        model: A ``SAM2Base`` in fp32 on the CPU. It is exported in eval mode; each module's
-            training flag is restored afterwards.
+        model: A ``SAM2Base`` in fp32 on the CPU, built as the video predictor builds it
+            (``sam2tool.models.build.VIDEO_PREDICTOR_OVERRIDES``) for the tracking graphs to track
+            as it does. It is exported in eval mode; each module's training flag is restored
+            afterwards.
         image_size: The model's input size ``S``.
         folder: Existing folder to write into (existing files of those names are replaced).
         opset: ONNX opset to export.
         tolerance: Largest accepted |onnxruntime - torch| of any output element.
         seed: Seed of the random example and check inputs.
-        check: Run both graphs with onnxruntime and compare them with PyTorch.
+        check: Run every graph with onnxruntime and compare it with PyTorch.
+        tracking: Also write the four tracking graphs and ``onnx_manifest.json``
+            (:mod:`sam2tool.export.onnx_video`); False writes the two image graphs only.
 
     Returns:
         What was written; when ``check`` is False its ``max_abs_diff`` entries are empty.
@@ -305,13 +353,30 @@ def export_onnx(
     generator = torch.Generator().manual_seed(seed)
     with _eval_mode(model):
         graphs = _graphs(model, image_size)
-        results = [OnnxGraphCheck(graph.file, {}, tolerance, graph.inputs, graph.outputs) for graph in graphs]
+        if tracking:
+            from sam2tool.export.onnx_video import tracking_graphs
+
+            graphs += tracking_graphs(model, image_size)
+        results = [
+            OnnxGraphCheck(graph.file, {}, tolerance, graph.inputs, graph.outputs, int64_inputs=graph.int64_inputs)
+            for graph in graphs
+        ]
         for graph in graphs:
-            example = _random_inputs(graph.inputs, image_size, _EXAMPLE_POINTS, generator)
+            if graph.make_case is None:
+                example = _random_inputs(graph.inputs, image_size, _EXAMPLE_POINTS, generator)
+            else:  # from an encoded random image, with dynamic axes of 3 (1 would risk a specialisation)
+                with torch.no_grad():
+                    encoded = graphs[0].module(torch.rand(1, 3, image_size, image_size, generator=generator))
+                example = graph.make_case(dict(zip(graphs[0].outputs, encoded, strict=True)), 2, generator)
             _export_graph(graph, folder / graph.file, example, opset)
         if check:
             _check_graphs(graphs, folder, results, image_size, generator)
-    return OnnxReport(results, opset, image_size)
+    report = OnnxReport(results, opset, image_size)
+    if tracking:
+        from sam2tool.export.onnx_video import write_manifest
+
+        write_manifest(model, report, folder)
+    return report
 
 
 def _require_packages() -> None:
@@ -360,8 +425,8 @@ def _attribute(model: nn.Module, name: str) -> Any:
     return getattr(model, name)
 
 
-def _graphs(model: nn.Module, image_size: int) -> list[_Graph]:
-    """The two wrappers, in eval mode (as are the model's modules they share), with their input and output shapes."""
+def _graphs(model: nn.Module, image_size: int) -> list[GraphSpec]:
+    """The two image wrappers, in eval mode (as are the model's modules they share), with their shapes."""
     s = image_size
     width = int(_attribute(model, "sam_prompt_encoder").embed_dim)
     features: dict[str, Shape] = {
@@ -380,9 +445,13 @@ def _graphs(model: nn.Module, image_size: int) -> list[_Graph]:
         "iou_predictions": [1, 4],
         "object_score_logits": [1, 1],
     }
+    raw: dict[str, Shape] = {
+        "vision_features": [1, width, s // 16, s // 16],
+        "vision_pos_enc": [1, width, s // 16, s // 16],
+    }
     return [
-        _Graph(IMAGE_ENCODER_FILE, ImageEncoderGraph(model).eval(), {"image": [1, 3, s, s]}, features),
-        _Graph(MASK_DECODER_FILE, MaskDecoderGraph(model).eval(), {**features, **prompts}, decoded),
+        GraphSpec(IMAGE_ENCODER_FILE, ImageEncoderGraph(model).eval(), {"image": [1, 3, s, s]}, {**features, **raw}),
+        GraphSpec(MASK_DECODER_FILE, MaskDecoderGraph(model).eval(), {**features, **prompts}, decoded),
     ]
 
 
@@ -412,12 +481,14 @@ def _point_labels(num_points: int) -> torch.Tensor:
     return torch.tensor([labels])
 
 
-def _export_graph(graph: _Graph, path: Path, example: Mapping[str, torch.Tensor], opset: int) -> None:
+def _export_graph(graph: GraphSpec, path: Path, example: Mapping[str, torch.Tensor], opset: int) -> None:
     """Export one wrapper into one self-contained file (external data only past ONNX's 2 GB limit)."""
-    dims = {dim: torch.export.Dim(dim, min=1) for _, _, dim in _dynamic_axes(graph.inputs)}
+    dims = {
+        dim: torch.export.Dim(dim, min=graph.dynamic_minimum.get(dim, 1)) for _, _, dim in _dynamic_axes(graph.inputs)
+    }
     dynamic = {name: {axis: dims[dim]} for name, axis, dim in _dynamic_axes(graph.inputs)}
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_loggers("onnx_ir", "onnxscript"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 graph.module,
@@ -436,6 +507,20 @@ def _export_graph(graph: _Graph, path: Path, example: Mapping[str, torch.Tensor]
         raise ExportError(f"ONNX export of {graph.file} failed: {_root_cause(error)}") from error
 
 
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Only errors from these loggers inside the block (the exporter's passes warn about constant outputs)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _root_cause(error: BaseException) -> str:
     """``"Type: first line"`` of the innermost cause (torch.onnx wraps the real error in generic ones)."""
     while error.__cause__ is not None:
@@ -452,27 +537,30 @@ def _dynamic_axes(shapes: Mapping[str, Shape]) -> list[tuple[str, int, str]]:
 
 
 def _check_graphs(
-    graphs: Sequence[_Graph],
+    graphs: Sequence[GraphSpec],
     folder: Path,
     results: Sequence[OnnxGraphCheck],
     image_size: int,
     generator: torch.Generator,
 ) -> None:
-    """Compare both graphs with PyTorch; the decoder gets the encoder's PyTorch outputs of new images."""
-    encoder, decoder = graphs
+    """Compare every graph with PyTorch; the others get the encoder's PyTorch outputs of new images."""
+    encoder, decoder, *tracking = graphs
     encoder_cases = [_random_inputs(encoder.inputs, image_size, 1, generator) for _ in _CHECK_CASES]
     features = _compare(encoder, folder, encoder_cases, results[0])
     decoder_cases = []
     for (num_points, has_mask), encoded in zip(_CHECK_CASES, features, strict=True):
         case = _random_inputs(decoder.inputs, image_size, num_points, generator)
-        case.update(encoded)
+        case.update({name: value for name, value in encoded.items() if name in decoder.inputs})
         case["has_mask_input"] = torch.full((1,), float(has_mask))
         decoder_cases.append(case)
     _compare(decoder, folder, decoder_cases, results[1])
+    for graph, result in zip(tracking, results[2:], strict=True):
+        assert graph.make_case is not None
+        _compare(graph, folder, [graph.make_case(encoded, i, generator) for i, encoded in enumerate(features)], result)
 
 
 def _compare(
-    graph: _Graph, folder: Path, cases: Sequence[Mapping[str, torch.Tensor]], result: OnnxGraphCheck
+    graph: GraphSpec, folder: Path, cases: Sequence[Mapping[str, torch.Tensor]], result: OnnxGraphCheck
 ) -> list[dict[str, torch.Tensor]]:
     """Run the file with onnxruntime on each case, record the max |ort - torch|, raise past the tolerance.
 
@@ -511,6 +599,9 @@ def _raise_if_failed(result: OnnxGraphCheck) -> None:
             )
 
 
-def _tensors_json(shapes: Mapping[str, Shape]) -> list[dict[str, Any]]:
+def _tensors_json(shapes: Mapping[str, Shape], int64: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``[{"name", "dtype", "shape"}]`` of a graph's inputs or outputs."""
-    return [{"name": name, "dtype": "float32", "shape": list(shape)} for name, shape in shapes.items()]
+    return [
+        {"name": name, "dtype": "int64" if name in int64 else "float32", "shape": list(shape)}
+        for name, shape in shapes.items()
+    ]

@@ -119,8 +119,9 @@ class MemoryAttentionGraph(nn.Module):
       each memory gets: ``num_maskmem - 1`` for a conditioning frame, ``d - 1`` for the frame ``d``
       frames before the current one (after it, tracking backwards), ``1 <= d < num_maskmem``
       (sam2's ``memory_temporal_stride_for_eval`` of 1);
-    - ``object_pointers`` ``[P, C]``: the object pointers of ``P >= 1`` frames (the decoder's
-      ``object_pointer``; a bank without pointers, which sam2 allows, is not supported yet);
+    - ``object_pointers`` ``[P, C]``: the object pointers of ``P >= 0`` frames (the decoder's
+      ``object_pointer``; none when an object is tracked before the frame it was prompted on and
+      only past pointers count, as in sam2.1);
     - ``object_pointer_positions`` ``[P]``: each pointer's frame distance divided by the largest
       one possible (``min(frames, max_obj_ptrs_in_encoder) - 1``), signed as sam2.1 signs it.
 

@@ -7,20 +7,38 @@ and pointer; :class:`MaskPromptGraph` takes a mask prompt as the frame's output,
 Memory attention, which reads the memories and pointers, is
 :class:`sam2tool.export.onnx_rope.MemoryAttentionGraph`.
 
-What these graphs do not cover yet (the runtime that chains them is still to come): the raw
-lowest-resolution features and their positional encoding, which ``image_encoder.onnx`` does not
-output (its ``image_embed`` has ``no_mem_embed`` added), and the rounding of stored memories to
-bfloat16 that Meta's video predictor does.
+:func:`tracking_graphs` lists the four with their shapes and check inputs for
+:func:`sam2tool.export.onnx_export.export_onnx`, and :func:`write_manifest` writes
+``onnx_manifest.json`` beside them. The runtime that chains them is
+:mod:`sam2tool.models.onnx_tracker`; it rounds stored memories to bfloat16 as Meta's video
+predictor does (the graphs take and return float32).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sam2tool.export.onnx_export import MaskDecoderGraph
+from sam2tool.errors import ExportError
+from sam2tool.export.onnx_export import GraphSpec, MaskDecoderGraph, Shape
+from sam2tool.export.onnx_rope import MemoryAttentionGraph
+from sam2tool.models.onnx_bundle import (
+    GRAPH_FILES,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    TRACKING_KEYS,
+    file_sha256,
+)
+
+MEMORY_ATTENTION_FILE = GRAPH_FILES["memory_attention"]
+MEMORY_ENCODER_FILE = GRAPH_FILES["memory_encoder"]
+VIDEO_DECODER_FILE = GRAPH_FILES["video_decoder"]
+MASK_PROMPT_FILE = GRAPH_FILES["mask_prompt"]
 
 
 class MemoryEncoderGraph(nn.Module):
@@ -214,3 +232,204 @@ class MaskPromptGraph(nn.Module):
             pointer = present * pointer
         pointer = pointer + (1 - present) * self.no_obj_ptr
         return low, high, torch.ones(1, 1, dtype=low.dtype), scores, pointer
+
+
+#: Sizes of the dynamic axes in the two check cases and the export example (index 2).
+_MEMORIES = (1, 4, 3)
+_POINTERS = (0, 5, 3)
+_POINTS = (1, 3, 3)
+
+
+def tracking_graphs(model: Any, image_size: int) -> list[GraphSpec]:
+    """The four tracking graphs of ``model`` with their shapes and check inputs.
+
+    Raises:
+        ExportError: The model tracks in a way the graphs do not reproduce (every official SAM 2
+            and 2.1 model is supported).
+
+    """
+    _check_tracking_model(model)
+    s, g = image_size, image_size // 16
+    width, memory_width = int(model.hidden_dim), int(model.mem_dim)
+    features: dict[str, Shape] = {"features": [1, width, g, g]}
+    high_res: dict[str, Shape] = {
+        "high_res_feats_0": [1, width // 8, s // 4, s // 4],
+        "high_res_feats_1": [1, width // 4, s // 8, s // 8],
+    }
+    decoded: dict[str, Shape] = {
+        "low_res_masks": [1, 1, s // 4, s // 4],
+        "high_res_masks": [1, 1, s, s],
+        "iou": [1, 1],
+        "object_score_logits": [1, 1],
+        "object_pointer": [1, width],
+    }
+    try:
+        attention = MemoryAttentionGraph(model, image_size).eval()
+        encoder = MemoryEncoderGraph(model).eval()
+        decoder = VideoDecoderGraph(model).eval()
+        prompt = MaskPromptGraph(model).eval()
+    except ValueError as error:
+        raise ExportError(f"ONNX tracking graphs: {error}") from None
+    num_maskmem = int(model.num_maskmem)
+
+    def attention_case(
+        encoded: Mapping[str, torch.Tensor], index: int, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        frames, pointers = _MEMORIES[index], _POINTERS[index]
+        return {
+            "features": encoded["vision_features"],
+            "features_pos": encoded["vision_pos_enc"],
+            "memory": torch.randn(frames, memory_width, g, g, generator=generator),
+            "memory_pos": torch.randn(frames, memory_width, g, g, generator=generator),
+            "memory_temporal_index": torch.randint(0, num_maskmem, (frames,), generator=generator),
+            "object_pointers": torch.randn(pointers, width, generator=generator),
+            "object_pointer_positions": torch.rand(pointers, generator=generator) * 2 - 1,
+        }
+
+    def encoder_case(
+        encoded: Mapping[str, torch.Tensor], index: int, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "features": encoded["vision_features"],
+            "mask_logits": 8 * torch.randn(1, 1, s, s, generator=generator),
+            "object_score_logits": torch.tensor([[2.0 if index != 1 else -3.0]]),
+            "binarize": torch.tensor([1.0 if index == 0 else 0.0]),
+        }
+
+    def decoder_case(
+        encoded: Mapping[str, torch.Tensor], index: int, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        points = _POINTS[index]
+        labels = [-1.0] if points == 1 else [2.0, 3.0, 1.0][:points] + [1.0] * (points - 3)
+        return {
+            "image_embed": encoded["image_embed"],
+            "high_res_feats_0": encoded["high_res_feats_0"],
+            "high_res_feats_1": encoded["high_res_feats_1"],
+            "point_coords": torch.rand(1, points, 2, generator=generator) * s,
+            "point_labels": torch.tensor([labels]),
+            "mask_input": 4 * torch.randn(1, 1, s // 4, s // 4, generator=generator),
+            "has_mask_input": torch.tensor([float(index != 0)]),
+            "multimask": torch.tensor([float(index != 1)]),
+        }
+
+    def prompt_case(
+        encoded: Mapping[str, torch.Tensor], index: int, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        mask = torch.zeros(1, 1, s, s)
+        if index != 1:  # an empty mask in one check case: the object is absent
+            top, left = (int(v) for v in torch.randint(0, s // 2, (2,), generator=generator))
+            mask[..., top : top + s // 3, left : left + s // 4] = 1.0
+        return {
+            "features": encoded["vision_features"],
+            "high_res_feats_0": encoded["high_res_feats_0"],
+            "high_res_feats_1": encoded["high_res_feats_1"],
+            "mask": mask,
+        }
+
+    position: dict[str, Shape] = {"features_pos": [1, width, g, g]}
+    bank: dict[str, Shape] = {
+        "memory": ["num_memories", memory_width, g, g],
+        "memory_pos": ["num_memories", memory_width, g, g],
+        "memory_temporal_index": ["num_memories"],
+        "object_pointers": ["num_pointers", width],
+        "object_pointer_positions": ["num_pointers"],
+    }
+    prompts: dict[str, Shape] = {
+        "point_coords": [1, "num_points", 2],
+        "point_labels": [1, "num_points"],
+        "mask_input": [1, 1, s // 4, s // 4],
+        "has_mask_input": [1],
+        "multimask": [1],
+    }
+    return [
+        GraphSpec(
+            MEMORY_ATTENTION_FILE,
+            attention,
+            {**features, **position, **bank},
+            {"conditioned": [1, width, g, g]},
+            int64_inputs=("memory_temporal_index",),
+            make_case=attention_case,
+            dynamic_minimum={"num_pointers": 0},
+        ),
+        GraphSpec(
+            MEMORY_ENCODER_FILE,
+            encoder,
+            {**features, "mask_logits": [1, 1, s, s], "object_score_logits": [1, 1], "binarize": [1]},
+            {"memory": [1, memory_width, g, g], "memory_pos": [1, memory_width, g, g]},
+            make_case=encoder_case,
+        ),
+        GraphSpec(
+            VIDEO_DECODER_FILE,
+            decoder,
+            {"image_embed": [1, width, g, g], **high_res, **prompts},
+            decoded,
+            make_case=decoder_case,
+        ),
+        GraphSpec(
+            MASK_PROMPT_FILE, prompt, {**features, **high_res, "mask": [1, 1, s, s]}, decoded, make_case=prompt_case
+        ),
+    ]
+
+
+def _check_tracking_model(model: Any) -> None:
+    """Raise ExportError for settings the tracker does not reproduce, naming the setting."""
+    required = {
+        "directly_add_no_mem_embed": True,
+        "use_mask_input_as_output_without_sam": True,
+        "use_obj_ptrs_in_encoder": True,
+        "pred_obj_scores": True,
+        "non_overlap_masks_for_mem_enc": False,
+    }
+    for name, value in required.items():
+        if bool(getattr(model, name, not value)) != value:
+            raise ExportError(
+                f"ONNX tracking graphs need the model setting {name}={str(value).lower()} (as every official "
+                "SAM 2 and 2.1 model has); export with --format onnx only from such a model"
+            )
+    if int(model.num_maskmem) < 1:
+        raise ExportError("ONNX tracking graphs need a model with memory (num_maskmem >= 1)")
+
+
+def write_manifest(model: Any, report: Any, folder: Path) -> Path:
+    """Write ``onnx_manifest.json``: sizes, the tracking settings, each graph's I/O, opset and SHA-256."""
+    from sam2tool import __version__
+    from sam2tool.export.weights import write_json
+
+    graphs = {}
+    for role, file in GRAPH_FILES.items():
+        check = next(graph for graph in report.graphs if graph.file == file)
+        entry = check.to_json()
+        graphs[role] = {
+            "file": file,
+            "sha256": file_sha256(folder / file),
+            "inputs": entry["inputs"],
+            "outputs": entry["outputs"],
+            "max_abs_diff": entry["max_abs_diff"],
+        }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "sam2tool_version": __version__,
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "opset": report.opset,
+        "image_size": report.image_size,
+        "hidden_dim": int(model.hidden_dim),
+        "memory_dim": int(model.mem_dim),
+        "tracking": {key: _plain(getattr(model, key)) for key in TRACKING_KEYS},
+        "temporal_encoding": {
+            "memory": "memory_temporal_index: num_maskmem - 1 for a conditioning frame, d - 1 for the frame d "
+            "frames away (d < num_maskmem, times memory_temporal_stride_for_eval)",
+            "object_pointers": "object_pointer_positions: signed frame distance / (min(frames, "
+            "max_obj_ptrs_in_encoder) - 1), sine-encoded and projected inside memory_attention.onnx",
+            "add_tpos_enc_to_obj_ptrs": bool(model.add_tpos_enc_to_obj_ptrs),
+            "proj_tpos_enc_in_obj_ptrs": bool(model.proj_tpos_enc_in_obj_ptrs),
+        },
+        "memory_dtype": "bfloat16 (stored rounded, as sam2's video predictor stores memories; fed as float32)",
+        "graphs": graphs,
+    }
+    return write_json(folder / MANIFEST_FILE, manifest)
+
+
+def _plain(value: Any) -> int | bool:
+    """A model setting as a JSON bool or int."""
+    return value if isinstance(value, bool) else int(value)

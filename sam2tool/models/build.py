@@ -28,15 +28,16 @@ log = logging.getLogger(__name__)
 SAM2_BASE = "sam2.modeling.sam2_base.SAM2Base"
 #: Class of sam2tool's streaming video predictor.
 STREAMING_PREDICTOR = "sam2tool.models.streaming.StreamingVideoPredictor"
-#: The post-processing ``sam2.build_sam.build_sam2_video_predictor`` applies, so that predictions
-#: equal the official predictor's.
-VIDEO_PREDICTOR_OVERRIDES: tuple[str, ...] = (
+#: The settings ``sam2.build_sam.build_sam2_video_predictor`` gives the model (``SAM2Base``) for
+#: tracking; the ONNX tracking graphs are exported from a model built with them.
+TRACKING_OVERRIDES: tuple[str, ...] = (
     "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
     "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
     "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
     "++model.binarize_mask_from_pts_for_mem_enc=true",
-    "++model.fill_hole_area=8",
 )
+#: Those and the predictor's post-processing, so that predictions equal the official predictor's.
+VIDEO_PREDICTOR_OVERRIDES: tuple[str, ...] = (*TRACKING_OVERRIDES, "++model.fill_hole_area=8")
 
 
 @dataclass

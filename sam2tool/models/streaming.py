@@ -23,19 +23,14 @@ import contextlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from sam2 import sam2_video_predictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from sam2tool.data.images import ImageProblem
-from sam2tool.data.layout import natural_key
-from sam2tool.data.video_file import VideoFileReader
-from sam2tool.errors import DataError
+from sam2tool.data.frames import FramePictures, FrameSource
+from sam2tool.models.forgetting import forget, memory_window
 
 
 def _no_progress_bar(iterable: Any, *args: Any, **kwargs: Any) -> Any:
@@ -62,132 +57,23 @@ def _quiet() -> Iterator[None]:
             sam2_video_predictor.tqdm = progress_bar
 
 
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
 _STD = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
 
 
-class FrameSource(Protocol):
-    """Frames of a video, read one at a time."""
-
-    def __len__(self) -> int:
-        """Number of frames."""
-        ...
-
-    def read(self, index: int) -> Image.Image:
-        """Frame ``index`` as an RGB PIL image."""
-        ...
-
-
-class FolderFrames:
-    """A folder of frames (.jpg, .jpeg, .png) in natural order (``2.jpg`` before ``10.jpg``)."""
-
-    def __init__(self, folder: Path) -> None:
-        if not folder.is_dir():
-            raise DataError(f"frames folder {folder} does not exist")
-        self.paths = sorted(
-            (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
-            key=lambda p: natural_key(p.name),
-        )
-        if not self.paths:
-            raise DataError(f"{folder} has no frames (.jpg, .jpeg or .png)")
-        stems: dict[str, Path] = {}
-        for path in self.paths:
-            if path.stem in stems:
-                raise DataError(
-                    f"{stems[path.stem].name} and {path.name} in {folder} are both frame {path.stem}; keep one"
-                )
-            stems[path.stem] = path
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def name(self, index: int) -> str:
-        """File stem of frame ``index`` (used to name its output mask)."""
-        return self.paths[index].stem
-
-    def read(self, index: int) -> Image.Image:
-        """Frame ``index`` as an RGB PIL image."""
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except OSError as exc:
-            raise DataError(f"frame {path} cannot be read ({exc})") from None
-
-
-class VideoFileFrames:
-    """A video file decoded sequentially with OpenCV (reopened only to go backwards)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.reader = VideoFileReader(path)
-        self.count = self.reader.frame_count()
-        if self.count <= 0:
-            raise DataError(f"video {path} cannot be read or has no frames; is it a video file OpenCV can read?")
-
-    def __len__(self) -> int:
-        return self.count
-
-    def name(self, index: int) -> str:
-        """Zero-padded frame number."""
-        return f"{index:05d}"
-
-    def read(self, index: int) -> Image.Image:
-        """Frame ``index`` as an RGB PIL image."""
-        try:
-            return Image.fromarray(self.reader.read(index))
-        except ImageProblem as exc:
-            raise DataError(str(exc)) from None
-
-
-def extract_frames(source: VideoFileFrames, last: int, folder: Path) -> FolderFrames:
-    """Decode frames 0..``last`` of a video once, in order, into lossless PNGs.
-
-    A backward pass reads them instead of re-decoding the video from its start for every frame.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(last + 1):
-        source.read(index).save(folder / f"{source.name(index)}.png")
-    return FolderFrames(folder)
-
-
-def open_frames(path: Path) -> FolderFrames | VideoFileFrames:
-    """Frames from a folder of images or a video file."""
-    return FolderFrames(path) if path.is_dir() else VideoFileFrames(path)
-
-
-class LazyFrames(Sequence[torch.Tensor]):
+class LazyFrames(FramePictures, Sequence[torch.Tensor]):
     """The ``images`` of an inference state: each frame prepared when asked for, only the last kept."""
 
     def __init__(self, source: FrameSource, image_size: int, device: torch.device) -> None:
-        self.source, self.image_size, self.device = source, image_size, device
+        super().__init__(source)
+        self.image_size, self.device = image_size, device
         self._cached: tuple[int, torch.Tensor] | None = None
-        self._picture: tuple[int, Image.Image] | None = None
-        first = source.read(0)
-        self.video_width, self.video_height = first.size
-
-    def picture(self, index: int) -> Image.Image:
-        """Frame ``index`` as read from the source (the last one read is kept, not decoded again)."""
-        if self._picture is None or self._picture[0] != index:
-            self._picture = (index, self.source.read(index))
-        return self._picture[1]
-
-    def __len__(self) -> int:
-        return len(self.source)
 
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1]
-        image = self.picture(index)
-        if image.size != (self.video_width, self.video_height):
-            raise DataError(
-                f"frame {index} is {image.size[0]}x{image.size[1]} but the video is "
-                f"{self.video_width}x{self.video_height}"
-            )
         # Exactly the official preprocessing: PIL resize, float64 / 255, then float32 normalisation.
-        pixels = np.array(image.resize((self.image_size, self.image_size))) / 255.0
-        tensor = torch.from_numpy(pixels).permute(2, 0, 1).float()
+        tensor = torch.from_numpy(self.resized(index, self.image_size)).permute(2, 0, 1).float()
         tensor = ((tensor - _MEAN) / _STD).to(self.device)
         self._cached = (index, tensor)
         return tensor
@@ -240,8 +126,9 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
 
     def memory_window(self) -> int:
         """How many frames back (or ahead, in reverse) a frame's outputs can still be attended to."""
-        stride = max(int(self.memory_temporal_stride_for_eval), 1)
-        return max((int(self.num_maskmem) + 1) * stride, int(self.max_obj_ptrs_in_encoder)) + 1
+        return memory_window(
+            int(self.num_maskmem), int(self.memory_temporal_stride_for_eval), int(self.max_obj_ptrs_in_encoder)
+        )
 
     def propagate_in_video(
         self,
@@ -273,22 +160,9 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
             return super()._run_single_frame_inference(*args, **kwargs)
 
     def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
-        """Drop outputs more than a window behind ``frame_idx``.
-
-        Outputs within a window of a prompted (conditioning) frame stay: a later pass in the other
-        direction starts there and attends to them.
-        """
+        """Drop outputs more than a window behind ``frame_idx`` (:func:`sam2tool.models.forgetting.forget`)."""
         window = self.memory_window()
         for obj_idx, outputs in state["output_dict_per_obj"].items():
             prompted = list(outputs["cond_frame_outputs"])
-            stored = outputs["non_cond_frame_outputs"]
             tracked = state["frames_tracked_per_obj"][obj_idx]
-
-            def forgettable(t: int, prompted: list[int] = prompted) -> bool:
-                behind = t > frame_idx + window if reverse else t < frame_idx - window
-                return behind and all(abs(t - c) > window for c in prompted)
-
-            for old in [t for t in stored if forgettable(t)]:
-                del stored[old]
-            for old in [t for t in tracked if forgettable(t) and t not in prompted]:
-                del tracked[old]
+            forget(outputs["non_cond_frame_outputs"], tracked, prompted, frame_idx, reverse, window)

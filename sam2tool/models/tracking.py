@@ -3,13 +3,16 @@
 Frames are read one at a time (see :mod:`sam2tool.models.streaming`); each frame's masks are
 written as soon as they are computed, so an interrupted or failed run keeps what it wrote. Frames
 before the first prompted frame are filled by a second, backward pass. ``predict-video``,
-``evaluate`` and validation during training all track with :func:`track`.
+``evaluate`` and validation during training all track with :func:`track`, with the PyTorch
+predictor or, for ``predict-video --backend onnxruntime``, the onnxruntime one
+(:mod:`sam2tool.models.onnx_tracker`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,10 +119,9 @@ def track(
     import tempfile
     import time
 
-    import torch
     from PIL import Image
 
-    from sam2tool.models.streaming import VideoFileFrames, extract_frames
+    from sam2tool.data.frames import VideoFileFrames, extract_frames
 
     width, height = frames.read(0).size
     validate_prompts(prompts, len(frames), width, height)
@@ -128,48 +130,33 @@ def track(
     cleanup: list[tempfile.TemporaryDirectory[str]] = []
     start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with _inference_mode(predictor):
             state = predictor.init_state(frames, offload_state_to_cpu=options.offload)
-            for p in prompts:
-                if p.mask is not None:
-                    predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=p.mask)
-                else:
-                    predictor.add_new_points_or_box(
-                        state,
-                        frame_idx=p.frame,
-                        obj_id=p.obj_id,
-                        points=np.asarray(p.points, dtype=np.float32) if p.points else None,
-                        labels=np.asarray(p.labels, dtype=np.int32) if p.points else None,
-                        box=np.asarray(p.box, dtype=np.float32) if p.box is not None else None,
-                    )
             first_prompted = min(p.frame for p in prompts)
-            passes = [False] + ([True] if first_prompted > 0 else [])
-            for reverse in passes:
-                if reverse and isinstance(frames, VideoFileFrames):
+
+            def before_backward_pass() -> None:
+                if isinstance(frames, VideoFileFrames):  # read extracted PNGs instead of seeking backwards
                     scratch = tempfile.TemporaryDirectory(prefix=".sam2tool-frames-", dir=output)
                     cleanup.append(scratch)
                     state["images"].source = extract_frames(frames, first_prompted, Path(scratch.name))
-                for frame_idx, obj_ids, logits in predictor.propagate_in_video(
-                    state, start_frame_idx=first_prompted, reverse=reverse
-                ):
-                    if frame_idx in written:
-                        continue
-                    labels = _labels(logits, obj_ids)
-                    name = frames.name(frame_idx)
-                    write_label_mask(output / f"{name}.png", labels, atomic=True)
-                    if options.per_object:
-                        for k in obj_ids:
-                            binary = (labels == k).astype(np.uint8) * 255
-                            write_label_mask(
-                                output / "objects" / str(k) / f"{name}.png", binary, atomic=True, palette=False
-                            )
-                    if options.overlay:
-                        picture = overlay(np.asarray(state["images"].picture(frame_idx)), labels)
-                        (output / "overlays").mkdir(exist_ok=True)
-                        Image.fromarray(picture).save(output / "overlays" / f"{name}.jpg", quality=90)
-                    written.add(frame_idx)
-                    if on_frame is not None:
-                        on_frame(len(written), len(frames))
+
+            for frame_idx, obj_ids, logits in propagate(predictor, state, prompts, before_backward_pass):
+                labels = _labels(logits, obj_ids)
+                name = frames.name(frame_idx)
+                write_label_mask(output / f"{name}.png", labels, atomic=True)
+                if options.per_object:
+                    for k in obj_ids:
+                        binary = (labels == k).astype(np.uint8) * 255
+                        write_label_mask(
+                            output / "objects" / str(k) / f"{name}.png", binary, atomic=True, palette=False
+                        )
+                if options.overlay:
+                    picture = overlay(np.asarray(state["images"].picture(frame_idx)), labels)
+                    (output / "overlays").mkdir(exist_ok=True)
+                    Image.fromarray(picture).save(output / "overlays" / f"{name}.jpg", quality=90)
+                written.add(frame_idx)
+                if on_frame is not None:
+                    on_frame(len(written), len(frames))
     finally:
         for scratch in cleanup:
             scratch.cleanup()
@@ -181,9 +168,55 @@ def track(
     return PredictResult(output, len(written), objects, time.perf_counter() - start, options.save_video)
 
 
+def propagate(
+    predictor: Any, state: Any, prompts: Sequence[Prompt], before_backward_pass: Callable[[], None] | None = None
+) -> Iterator[tuple[int, list[int], Any]]:
+    """Give the predictor the prompts, then yield ``(frame, object ids, logits)`` once per frame.
+
+    Forward from the first prompted frame to the end, then, when that frame is not the first,
+    backward from it to frame 0 (``before_backward_pass`` runs first). Frames come in tracking
+    order; the logits are the predictor's (a torch tensor or a numpy array, ``[N, 1, H, W]``).
+    """
+    for p in prompts:
+        if p.mask is not None:
+            predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=p.mask)
+        else:
+            predictor.add_new_points_or_box(
+                state,
+                frame_idx=p.frame,
+                obj_id=p.obj_id,
+                points=np.asarray(p.points, dtype=np.float32) if p.points else None,
+                labels=np.asarray(p.labels, dtype=np.int32) if p.points else None,
+                box=np.asarray(p.box, dtype=np.float32) if p.box is not None else None,
+            )
+    first_prompted = min(p.frame for p in prompts)
+    seen: set[int] = set()
+    for reverse in [False] + ([True] if first_prompted > 0 else []):
+        if reverse and before_backward_pass is not None:
+            before_backward_pass()
+        for frame_idx, obj_ids, logits in predictor.propagate_in_video(
+            state, start_frame_idx=first_prompted, reverse=reverse
+        ):
+            if frame_idx not in seen:
+                seen.add(frame_idx)
+                yield frame_idx, list(obj_ids), logits
+
+
+def _inference_mode(predictor: Any) -> contextlib.AbstractContextManager[Any]:
+    """``torch.inference_mode()`` for a PyTorch predictor; nothing for the onnxruntime one (no torch)."""
+    from sam2tool.models.onnx_tracker import OnnxVideoPredictor
+
+    if isinstance(predictor, OnnxVideoPredictor):
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
+
+
 def _labels(logits: Any, obj_ids: Sequence[int]) -> np.ndarray:
     """One label map from per-object logits (N, 1, H, W): the object with the highest positive logit."""
-    scores: np.ndarray = logits[:, 0].float().cpu().numpy()
+    chosen = logits[:, 0]
+    scores: np.ndarray = np.asarray(chosen if isinstance(chosen, np.ndarray) else chosen.float().cpu().numpy())
     best = scores.argmax(axis=0)
     labels: np.ndarray = np.asarray(obj_ids, dtype=np.uint8)[best]
     labels[scores.max(axis=0) <= 0] = 0

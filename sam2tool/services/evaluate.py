@@ -244,7 +244,7 @@ def predict_split(
     on_video: Callable[[str, int, int], None] | None = None,
 ) -> None:
     """Run the predictor on each video of a prepared folder, prompted from its ground truth."""
-    from sam2tool.models.streaming import FolderFrames
+    from sam2tool.data.frames import FolderFrames
 
     for index, video in enumerate(videos):
         if on_video is not None:

@@ -5,7 +5,9 @@ The export folder holds, depending on ``--format``:
 - ``model.pt`` + ``model.yaml`` (``sam2``): Meta's ``{"model": state_dict}`` and the resolved model
   config, checked by loading them with the official ``sam2.build_sam.build_sam2`` (strict);
 - ``model.safetensors``: the same weights in the safetensors format, checked by reading them back;
-- ``image_encoder.onnx`` + ``mask_decoder.onnx``: checked with onnxruntime against PyTorch;
+- ``image_encoder.onnx`` + ``mask_decoder.onnx`` (images), ``memory_attention.onnx``,
+  ``memory_encoder.onnx``, ``video_decoder.onnx``, ``mask_prompt.onnx`` (video tracking) and
+  ``onnx_manifest.json``: each graph checked with onnxruntime against PyTorch;
 - ``hf/`` (``hf``): a transformers ``Sam2VideoModel`` + ``Sam2VideoProcessor``, checked by loading it
   with ``from_pretrained`` and tracking a probe video with transformers and with sam2;
 - ``model_card.json``: base model, data, training config, last validation metrics, files, checks.
@@ -49,6 +51,7 @@ from sam2tool.export.weights import (
 )
 from sam2tool.metrics.statistics import finite
 from sam2tool.models.checkpoints import MODEL_CARD, checkpoint_settings, earlier_card, read_state_dict
+from sam2tool.models.onnx_bundle import MANIFEST_FILE as ONNX_MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ USAGE = {
         "predictor = build_sam2_video_predictor('/' + os.path.abspath('model.yaml'), 'model.pt')"
     ),
     "safetensors": "from safetensors.torch import load_file; model.load_state_dict(load_file('model.safetensors'))",
-    "onnx": "onnxruntime.InferenceSession('image_encoder.onnx'), onnxruntime.InferenceSession('mask_decoder.onnx')",
+    "onnx": "sam2tool predict-video FRAMES -o MASKS --checkpoint DIR --backend onnxruntime --point X,Y; "
+    "images: onnxruntime.InferenceSession('image_encoder.onnx'), onnxruntime.InferenceSession('mask_decoder.onnx')",
     "hf": HF_USAGE,
 }
 
@@ -167,7 +171,7 @@ def export_model(
         ExportError: A file could not be written or failed its check.
 
     """
-    from sam2tool.models.build import build_model, build_with_official_loader
+    from sam2tool.models.build import TRACKING_OVERRIDES, build_model, build_with_official_loader
 
     stage = on_stage or (lambda text: None)
     formats = [name for name in FORMATS if name in formats]
@@ -210,8 +214,14 @@ def export_model(
 
             stage("Exporting and checking the ONNX graphs")
             tolerance = DEFAULT_TOLERANCE if onnx_tolerance is None else onnx_tolerance
+            # The graphs track as the video predictor does: the model as predict-video builds it.
+            tracked = build_model(
+                model_settings, built.image_size, extra_overrides=TRACKING_OVERRIDES, load_weights=False
+            ).model
+            tracked.load_state_dict(model.state_dict())
             with torch.no_grad():
-                report = export_onnx(model, built.image_size, staging, tolerance=tolerance)
+                report = export_onnx(tracked.float().eval(), built.image_size, staging, tolerance=tolerance)
+            del tracked
             onnx_report = report.to_json()
             checks += [
                 f"{graph.file}: onnxruntime vs PyTorch, max abs difference "
@@ -311,7 +321,7 @@ def model_card(
 def _format_of(file_name: str) -> str:
     if file_name.startswith(f"{HF_FOLDER}/"):
         return "hf"
-    if file_name.endswith(".onnx"):
+    if file_name.endswith(".onnx") or file_name == ONNX_MANIFEST:
         return "onnx"
     return "safetensors" if file_name.endswith(".safetensors") else "sam2"
 

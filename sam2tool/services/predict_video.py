@@ -16,6 +16,7 @@ from sam2tool.config.loading import load_settings
 from sam2tool.config.registry import get_spec, official_checkpoint_spec
 from sam2tool.config.schema import Sam2ToolSettings
 from sam2tool.config.sources import override_keys
+from sam2tool.data.frames import FolderFrames, VideoFileFrames, open_frames
 from sam2tool.data.images import ImageProblem, read_label_mask
 from sam2tool.errors import DataError, UsageError
 from sam2tool.models.checkpoints import trained_model_flags
@@ -224,6 +225,40 @@ def model_settings(
     return settings, settings.dataset.image_size if known_size else trained_at
 
 
+def onnx_export_folder(
+    checkpoint: str | None,
+    config: Path | None = None,
+    model: str | None = None,
+    image_size: int | None = None,
+    compile: bool = False,
+    overrides: Sequence[str] = (),
+) -> Path:
+    """The export folder ``--backend onnxruntime`` tracks with; options that choose a PyTorch model are refused.
+
+    Raises:
+        UsageError: No ``--checkpoint``, or an option the export already fixes (model, size, settings).
+
+    """
+    from sam2tool.models.onnx_bundle import EXPORT_HINT
+
+    given = {
+        "--config": config is not None,
+        "--model": model is not None,
+        "--image-size": image_size is not None,
+        "--compile": compile,
+        "key.path=value overrides": bool(overrides),
+    }
+    for flag, present in given.items():
+        if present:
+            raise UsageError(
+                f"{flag} does not apply with --backend onnxruntime: the export folder fixes the model, its size "
+                "and settings; leave it out (or export again with it)"
+            )
+    if checkpoint is None:
+        raise UsageError(f"--backend onnxruntime needs --checkpoint EXPORT_DIR; {EXPORT_HINT}")
+    return Path(checkpoint)
+
+
 def predict_video(
     source: Path,
     output: Path,
@@ -238,18 +273,51 @@ def predict_video(
 ) -> PredictResult:
     """Build the model of ``settings`` and run :func:`sam2tool.models.tracking.track` with it."""
     options = options or TrackOptions()
+    frames, prompts = _open_video(source, output, prompts, options)
+    resolve_device(device)  # refuse an unavailable device before loading anything
+    predictor = load_predictor(settings, image_size, device, compile)
+    return track(predictor, frames, output, prompts, options, on_frame)
+
+
+def predict_video_onnx(
+    source: Path,
+    output: Path,
+    export: Path,
+    prompts: Sequence[Prompt],
+    *,
+    device: str = "auto",
+    options: TrackOptions | None = None,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> PredictResult:
+    """Track with the graphs of an ONNX export folder in onnxruntime (``--backend onnxruntime``).
+
+    Raises:
+        UsageError: onnxruntime is missing, ``export`` is not a complete export folder (or its
+            graphs come from different exports), or the input, output or prompts are wrong.
+
+    """
+    from sam2tool.models.onnx_bundle import onnx_providers, open_bundle
+    from sam2tool.models.onnx_tracker import OnnxVideoPredictor
+
+    options = options or TrackOptions()
+    providers = onnx_providers(device)
+    bundle = open_bundle(export, providers)
+    frames, prompts = _open_video(source, output, prompts, options)
+    return track(OnnxVideoPredictor(bundle), frames, output, prompts, options, on_frame)
+
+
+def _open_video(
+    source: Path, output: Path, prompts: Sequence[Prompt], options: TrackOptions
+) -> tuple[FolderFrames | VideoFileFrames, list[Prompt]]:
+    """The input's frames and the merged prompts, checked against it; the output checked too."""
     if not source.exists():
         raise UsageError(f"input {source} does not exist; give a folder of frames or a video file")
     check_output(source, output, options)
-    resolve_device(device)  # refuse an unavailable device before loading anything
-    from sam2tool.models.streaming import open_frames
-
     try:
         frames = open_frames(source)
     except DataError as exc:
         raise UsageError(str(exc)) from None
     width, height = frames.read(0).size
-    prompts = merge_prompts(prompts)
-    validate_prompts(prompts, len(frames), width, height)
-    predictor = load_predictor(settings, image_size, device, compile)
-    return track(predictor, frames, output, prompts, options, on_frame)
+    merged = merge_prompts(prompts)
+    validate_prompts(merged, len(frames), width, height)
+    return frames, merged

@@ -22,12 +22,12 @@ from PIL import Image
 
 from sam2tool.config.schema import ModelSettings
 from sam2tool.data.datamodule import ValidationVideo
+from sam2tool.data.frames import FolderFrames
 from sam2tool.data.layout import FRAMES_DIR, MASKS_DIR
 from sam2tool.data.masks import MaskFolder
 from sam2tool.errors import DataError
 from sam2tool.metrics.evaluation import score_video
 from sam2tool.models.prompts import ground_truth_prompts
-from sam2tool.models.streaming import FolderFrames
 from sam2tool.models.tracking import overlay, track
 
 #: Held-out videos (the first ones) whose overlay picture is logged at each validation.

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from sam2tool.cli import COMMANDS, app
-from sam2tool.config.choices import Device, EvalProtocol, ExportDtype, PromptKind
+from sam2tool.config.choices import Backend, Device, EvalProtocol, ExportDtype, PromptKind
 from sam2tool.config.presets import PRESETS
 from sam2tool.config.schema import Sam2ToolSettings
 from sam2tool.data.formats import FORMATS
@@ -38,6 +38,7 @@ OTHER_FLAGS = {
     ("evaluate", "--protocol"),
     ("export", "--dtype"),
     ("predict-video", "--device"),
+    ("predict-video", "--backend"),
 }
 
 
@@ -51,6 +52,7 @@ VOCABULARIES: dict[tuple[str, str], list[str]] = {
     ("evaluate", "--protocol"): list(typing.get_args(EvalProtocol)),
     ("export", "--dtype"): list(typing.get_args(ExportDtype)),
     ("predict-video", "--device"): list(typing.get_args(Device)),
+    ("predict-video", "--backend"): list(typing.get_args(Backend)),
 }
 
 

@@ -18,6 +18,8 @@ from sam2tool.config.schema import Sam2ToolSettings
 from sam2tool.data.layout import FRAMES_DIR, MANIFEST_FILE, MASKS_DIR, read_split
 from sam2tool.models.build import build_model
 from sam2tool.models.checkpoints import read_state_dict
+from sam2tool.models.onnx_bundle import GRAPH_FILES
+from sam2tool.models.onnx_bundle import MANIFEST_FILE as ONNX_MANIFEST
 from sam2tool.services.train import TrainResult, train
 from tests.conftest import BASE_SIZE, micro_run_settings
 from tests.conftest import RUN_SIZE as SIZE
@@ -253,11 +255,13 @@ def test_onnx_graphs_are_checked_and_reported(run: tuple[TrainResult, Sam2ToolSe
     folder = tmp_path / "e"
     code, output = invoke("export", str(result.last_checkpoint), "-o", str(folder), "--format", "onnx")
     assert code == 0, output
-    assert sorted(p.name for p in folder.iterdir()) == ["image_encoder.onnx", "mask_decoder.onnx", "model_card.json"]
+    expected = sorted([*GRAPH_FILES.values(), ONNX_MANIFEST, "model_card.json"])
+    assert sorted(p.name for p in folder.iterdir()) == expected
     assert "Checked image_encoder.onnx: onnxruntime vs PyTorch, max abs difference" in output
     card = json.loads((folder / "model_card.json").read_text())
     assert card["onnx"]["ok"] is True and card["onnx"]["image_size"] == BASE_SIZE
-    assert {g["file"] for g in card["onnx"]["graphs"]} == {"image_encoder.onnx", "mask_decoder.onnx"}
+    assert {g["file"] for g in card["onnx"]["graphs"]} == set(GRAPH_FILES.values())
+    assert set(card["files"]) == set(expected) - {"model_card.json"}  # each with its SHA-256
     assert all(max(g["max_abs_diff"].values()) < 1e-3 for g in card["onnx"]["graphs"])
     assert set(card["usage"]) == {"onnx"}
     code, output = invoke(

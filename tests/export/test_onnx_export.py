@@ -26,6 +26,7 @@ from sam2tool.export.onnx_export import (
     export_onnx,
 )
 from sam2tool.models.build import build_model
+from sam2tool.models.onnx_bundle import GRAPH_FILES, MANIFEST_FILE
 
 ort = pytest.importorskip("onnxruntime")
 # SAM2ImagePredictor's transforms call torch.jit.script.
@@ -99,7 +100,7 @@ class Predictor:
         with torch.no_grad():
             return tuple(
                 self.decoder(
-                    *self.features,
+                    *self.features[:3],
                     torch.tensor([coords], dtype=torch.float32),
                     torch.tensor([labels], dtype=torch.float32),
                     mask_input,
@@ -126,13 +127,20 @@ def predictor(micro128: torch.nn.Module) -> Predictor:
 
 
 def test_image_encoder_wrapper_equals_set_image(predictor: Predictor) -> None:
-    image_embed, high_res_0, high_res_1 = predictor.features
+    image_embed, high_res_0, high_res_1, raw, position = predictor.features
     official = predictor.predictor._features
     assert_close(image_embed, official["image_embed"])
     assert_close(high_res_0, official["high_res_feats"][0])
     assert_close(high_res_1, official["high_res_feats"][1])
+    # What tracking reads: the lowest level without no_mem_embed, and its positional encoding.
+    normalised = (predictor.image - predictor.encoder.mean) / predictor.encoder.std
+    with torch.no_grad():
+        backbone = predictor.model.forward_image(normalised)
+    assert_close(raw, backbone["backbone_fpn"][-1])
+    assert_close(position, backbone["vision_pos_enc"][-1])
+    assert not torch.allclose(raw, image_embed)
     size, width = predictor.size, predictor.model.sam_prompt_encoder.embed_dim
-    assert list(image_embed.shape) == [1, width, size // 16, size // 16]
+    assert list(image_embed.shape) == [1, width, size // 16, size // 16] == list(raw.shape) == list(position.shape)
     assert list(high_res_0.shape) == [1, width // 8, size // 4, size // 4]
     assert list(high_res_1.shape) == [1, width // 4, size // 8, size // 8]
 
@@ -223,10 +231,14 @@ def _decoder_feed(features: dict[str, np.ndarray], size: int, num_points: int, s
     }
 
 
-def test_export_writes_two_self_contained_files_that_match_torch(exported: Exported) -> None:
+#: What ``export_onnx`` writes: the image graphs, the tracking graphs and the manifest.
+EXPORTED_FILES = sorted([*GRAPH_FILES.values(), MANIFEST_FILE])
+
+
+def test_export_writes_self_contained_image_graphs_that_match_torch(exported: Exported) -> None:
     model, folder, report = exported
     size = report.image_size
-    assert sorted(path.name for path in folder.iterdir()) == [IMAGE_ENCODER_FILE, MASK_DECODER_FILE]
+    assert sorted(path.name for path in folder.iterdir()) == EXPORTED_FILES
     assert size == model.image_size and report.ok
     encoder, decoder = ImageEncoderGraph(model).eval(), MaskDecoderGraph(model).eval()
     encoder_session = ort.InferenceSession(str(folder / IMAGE_ENCODER_FILE), providers=["CPUExecutionProvider"])
@@ -240,6 +252,7 @@ def test_export_writes_two_self_contained_files_that_match_torch(exported: Expor
         assert_close(torch.from_numpy(got), want, ORT_TOLERANCE)
 
     features = {out.name: value for out, value in zip(encoder_session.get_outputs(), outputs, strict=True)}
+    features = {name: features[name] for name in ("image_embed", "high_res_feats_0", "high_res_feats_1")}
     for num_points, seed in ((1, 1), (2, 2), (7, 3)):  # not the 3 points of the export, nor the check's 1 and 5 only
         feed = _decoder_feed(features, size, num_points, seed)
         with torch.no_grad():
@@ -253,7 +266,7 @@ def test_report_json_lists_graph_shapes_and_diffs(exported: Exported) -> None:
     size = model.image_size
     data = json.loads(json.dumps(report.to_json()))
     assert data["image_size"] == size and data["opset"] == onnx_export.DEFAULT_OPSET and data["ok"] is True
-    assert [graph["file"] for graph in data["graphs"]] == [IMAGE_ENCODER_FILE, MASK_DECODER_FILE]
+    assert [graph["file"] for graph in data["graphs"]] == list(GRAPH_FILES.values())
     for graph in data["graphs"]:
         session = ort.InferenceSession(str(folder / graph["file"]), providers=["CPUExecutionProvider"])
         assert [(t["name"], t["shape"]) for t in graph["inputs"]] == [(i.name, i.shape) for i in session.get_inputs()]
@@ -279,7 +292,7 @@ def test_export_without_check_reports_no_diffs_and_restores_training_mode(
         model.eval()
     assert all(graph.max_abs_diff == {} and graph.ok for graph in report.graphs)
     assert report.to_json()["graphs"][0]["checked"] is False
-    assert sorted(path.name for path in tmp_path.iterdir()) == [IMAGE_ENCODER_FILE, MASK_DECODER_FILE]
+    assert sorted(path.name for path in tmp_path.iterdir()) == EXPORTED_FILES
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -288,7 +301,7 @@ def test_export_without_check_reports_no_diffs_and_restores_training_mode(
 def _replay(source: Path, tamper: Callable[[Path], None] | None = None) -> Callable[..., None]:
     """An ``_export_graph`` that copies an earlier export (and tampers with the mask decoder)."""
 
-    def export_graph(graph: onnx_export._Graph, path: Path, *args: object) -> None:
+    def export_graph(graph: onnx_export.GraphSpec, path: Path, *args: object) -> None:
         shutil.copy(source / graph.file, path)
         if tamper is not None and graph.file == MASK_DECODER_FILE:
             tamper(path)

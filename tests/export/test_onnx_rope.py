@@ -87,10 +87,15 @@ def graph_inputs(model: torch.nn.Module, outputs: dict, seed: int = 2) -> dict[s
     }
 
 
-def sam2_conditioned(model: torch.nn.Module, outputs: dict, inputs: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[type-arg]
-    """sam2's own memory selection and encoding for frame FRAME."""
+def sam2_conditioned(
+    model: torch.nn.Module,
+    outputs: dict,  # type: ignore[type-arg]
+    inputs: dict[str, torch.Tensor],
+    frame: int = FRAME,
+) -> torch.Tensor:
+    """sam2's own memory selection and encoding for ``frame``."""
     return model._prepare_memory_conditioned_features(
-        frame_idx=FRAME,
+        frame_idx=frame,
         is_init_cond_frame=False,
         current_vision_feats=[inputs["features"].flatten(2).permute(2, 0, 1)],
         current_vision_pos_embeds=[inputs["features_pos"].flatten(2).permute(2, 0, 1)],
@@ -113,6 +118,28 @@ def test_memory_attention_graph_equals_sam2(version: str) -> None:
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+def test_memory_attention_graph_without_pointers_equals_sam2() -> None:
+    """An object tracked before its prompted frame: sam2.1 counts only past pointers, so there are none."""
+    torch.manual_seed(0)
+    model = micro()
+    torch.nn.init.normal_(model.maskmem_tpos_enc)
+    later = frame_outputs(model)["cond_frame_outputs"][0]
+    outputs = {"cond_frame_outputs": {12: later}, "non_cond_frame_outputs": {}}
+    inputs = graph_inputs(model, frame_outputs(model))
+    inputs.update(
+        memory=later["maskmem_features"],
+        memory_pos=later["maskmem_pos_enc"][0],
+        memory_temporal_index=torch.tensor([model.num_maskmem - 1]),
+        object_pointers=torch.zeros(0, model.hidden_dim),
+        object_pointer_positions=torch.zeros(0),
+    )
+    assert model.only_obj_ptrs_in_the_past_for_eval
+    with torch.no_grad():
+        expected = sam2_conditioned(model, outputs, inputs, frame=0)
+        got = MemoryAttentionGraph(model, SIZE).eval()(**inputs)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
 def test_memory_attention_runs_in_onnxruntime_with_banks_of_any_length(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ort = pytest.importorskip("onnxruntime")
     model = micro()
@@ -121,7 +148,7 @@ def test_memory_attention_runs_in_onnxruntime_with_banks_of_any_length(tmp_path)
     outputs = frame_outputs(model)
     example = graph_inputs(model, outputs)
     names = list(example)
-    frames, pointers = torch.export.Dim("frames", min=1), torch.export.Dim("pointers", min=1)
+    frames, pointers = torch.export.Dim("frames", min=1), torch.export.Dim("pointers", min=0)
     dynamic = {
         name: ({0: frames} if name.startswith("memory") else {0: pointers} if "pointer" in name else None)
         for name in names
@@ -134,7 +161,7 @@ def test_memory_attention_runs_in_onnxruntime_with_banks_of_any_length(tmp_path)
     assert program is not None
     program.save(tmp_path / "memory_attention.onnx")
     session = ort.InferenceSession(str(tmp_path / "memory_attention.onnx"), providers=["CPUExecutionProvider"])
-    for frames_, pointers_ in [(1, 1), (3, 5), (7, 16)]:
+    for frames_, pointers_ in [(1, 0), (1, 1), (3, 5), (7, 16)]:
         inputs = graph_inputs(model, outputs, seed=frames_)
         inputs = {
             k: (v[:frames_] if k.startswith("memory") else v[:pointers_] if "pointer" in k else v)

@@ -86,7 +86,7 @@ def one_object_video(folder: Path, frames: int = 8) -> np.ndarray:
 
 
 def track_iou(image_size: int, folder: Path, labels: np.ndarray) -> list[float]:
-    from sam2tool.models.streaming import FolderFrames
+    from sam2tool.data.frames import FolderFrames
 
     predictor = build_video_predictor(ModelSettings(size="micro"), image_size).model
     state = predictor.init_state(FolderFrames(folder))

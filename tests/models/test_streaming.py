@@ -15,9 +15,9 @@ from PIL import Image
 
 from sam2tool.config.registry import get_spec
 from sam2tool.config.schema import ModelSettings
+from sam2tool.data.frames import FolderFrames
 from sam2tool.models.build import build_video_predictor, model_overrides
 from sam2tool.models.checkpoints import save_official_checkpoint
-from sam2tool.models.streaming import FolderFrames
 from tests.conftest import REPO
 
 SIZE = 128

@@ -45,8 +45,8 @@ def test_bf16_training_on_cuda_with_validation(tmp_path: Path) -> None:
 
 
 def test_compiled_prediction_equals_eager(tmp_path: Path) -> None:
+    from sam2tool.data.frames import FolderFrames
     from sam2tool.models.prompts import ground_truth_prompts
-    from sam2tool.models.streaming import FolderFrames
     from sam2tool.models.tracking import load_predictor, track
 
     data = prepare_synthetic(tmp_path / "data", videos=2, frames=8, size=128, val_fraction=0.5)
