@@ -2,7 +2,8 @@
 
 Exports a model with ``sam2tool export --format onnx`` and tracks the same generated video with
 the same mask prompts on frame 0 with both backends of ``predict-video``, alternating them
-``--repeats`` times in one process with the same thread count. Prints seconds per frame of the
+``--repeats`` times in one process with the same thread count (torch's and onnxruntime's
+``intra_op_num_threads``). Prints seconds per frame of the
 model (``propagate``: prompts and tracking) and end to end (``track``: frames decoded, masks
 written as PNGs), the ratio onnxruntime / PyTorch of each repeat, and how far the masks agree.
 
@@ -116,7 +117,7 @@ def main() -> None:
         settings, size = model_settings(config, str(checkpoint), image_size=image_size)
         backends = {
             "PyTorch": load_predictor(settings, size, "cpu"),
-            "onnxruntime": OnnxVideoPredictor(open_bundle(folder / "export")),
+            "onnxruntime": OnnxVideoPredictor(open_bundle(folder / "export", threads=args.threads)),
         }
         results: dict[str, dict[str, list[float]]] = {name: {"model": [], "end to end": []} for name in backends}
         masks: dict[str, dict[int, Any]] = {}

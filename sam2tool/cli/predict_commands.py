@@ -84,7 +84,8 @@ def predict_video(
         typer.Option(
             "--backend",
             help="torch: PyTorch (the model of --checkpoint/--model/--config). onnxruntime: the graphs of the "
-            "folder `sam2tool export --format onnx` writes, given as --checkpoint; same masks, no PyTorch.",
+            "folder `sam2tool export --format onnx` writes, given as --checkpoint; the PyTorch backend's masks on "
+            "the CPU, without PyTorch.",
         ),
     ] = TORCH_BACKEND,
     debug: DebugOption = False,

@@ -333,7 +333,7 @@ class TrainerSettings(Section):
     """Use this fraction (float) or number (int) of validation videos (0 disables validation)."""
 
     log_every_n_steps: PositiveInt = 10
-    """Log training metrics every this many optimizer steps."""
+    """Log training metrics (and update the progress bar's loss) every this many optimizer steps."""
 
     deterministic: bool = False
     """Use deterministic algorithms (slower; bit-identical runs on the same hardware)."""

@@ -73,6 +73,8 @@ from torch import nn
 
 from sam2tool.errors import ExportError
 
+log = logging.getLogger(__name__)
+
 IMAGE_ENCODER_FILE = "image_encoder.onnx"
 MASK_DECODER_FILE = "mask_decoder.onnx"
 #: ONNX opset of both graphs: the opset onnxscript's torch library is written in (onnxruntime >= 1.14).
@@ -338,7 +340,8 @@ def export_onnx(
         seed: Seed of the random example and check inputs.
         check: Run every graph with onnxruntime and compare it with PyTorch.
         tracking: Also write the four tracking graphs and ``onnx_manifest.json``
-            (:mod:`sam2tool.export.onnx_video`); False writes the two image graphs only.
+            (:mod:`sam2tool.export.onnx_video`); False writes the two image graphs only, as does a
+            model whose tracking the graphs do not reproduce (with a warning naming the setting).
 
     Returns:
         What was written; when ``check`` is False its ``max_abs_diff`` entries are empty.
@@ -356,7 +359,11 @@ def export_onnx(
         if tracking:
             from sam2tool.export.onnx_video import tracking_graphs
 
-            graphs += tracking_graphs(model, image_size)
+            try:
+                graphs += tracking_graphs(model, image_size)
+            except ExportError as error:  # a model built otherwise: the image graphs still serve
+                log.warning("%s; writing the two image graphs only (no video tracking in onnxruntime)", error)
+                tracking = False
         results = [
             OnnxGraphCheck(graph.file, {}, tolerance, graph.inputs, graph.outputs, int64_inputs=graph.int64_inputs)
             for graph in graphs

@@ -116,9 +116,9 @@ class MemoryAttentionGraph(nn.Module):
       ``memory``);
     - ``memory_pos`` ``[F, Cm, g, g]``: their positional encodings (the memory encoder's ``memory_pos``);
     - ``memory_temporal_index`` ``[F]`` (int64): which of the ``num_maskmem`` temporal encodings
-      each memory gets: ``num_maskmem - 1`` for a conditioning frame, ``d - 1`` for the frame ``d``
-      frames before the current one (after it, tracking backwards), ``1 <= d < num_maskmem``
-      (sam2's ``memory_temporal_stride_for_eval`` of 1);
+      each memory gets: ``num_maskmem - 1`` for a conditioning frame, ``d - 1`` for the ``d``-th
+      most recent memory, ``1 <= d < num_maskmem`` (the frame ``d`` frames before the current
+      one, or after it tracking backwards, at sam2's ``memory_temporal_stride_for_eval`` of 1);
     - ``object_pointers`` ``[P, C]``: the object pointers of ``P >= 0`` frames (the decoder's
       ``object_pointer``; none when an object is tracked before the frame it was prompted on and
       only past pointers count, as in sam2.1);

@@ -417,10 +417,11 @@ def write_manifest(model: Any, report: Any, folder: Path) -> Path:
         "memory_dim": int(model.mem_dim),
         "tracking": {key: _plain(getattr(model, key)) for key in TRACKING_KEYS},
         "temporal_encoding": {
-            "memory": "memory_temporal_index: num_maskmem - 1 for a conditioning frame, d - 1 for the frame d "
-            "frames away (d < num_maskmem, times memory_temporal_stride_for_eval)",
-            "object_pointers": "object_pointer_positions: signed frame distance / (min(frames, "
-            "max_obj_ptrs_in_encoder) - 1), sine-encoded and projected inside memory_attention.onnx",
+            "memory": "memory_temporal_index: num_maskmem - 1 for a conditioning frame, d - 1 for the d-th most "
+            "recent memory (d < num_maskmem; the frame d frames away at memory_temporal_stride_for_eval 1)",
+            "object_pointers": "object_pointer_positions: frame distance / (min(frames, max_obj_ptrs_in_encoder) - 1), "
+            "signed for conditioning frames with use_signed_tpos_enc_to_obj_ptrs; sine-encoded and projected "
+            "inside memory_attention.onnx",
             "add_tpos_enc_to_obj_ptrs": bool(model.add_tpos_enc_to_obj_ptrs),
             "proj_tpos_enc_in_obj_ptrs": bool(model.proj_tpos_enc_in_obj_ptrs),
         },

@@ -2,8 +2,9 @@
 
 Memory attention reads the conditioning (prompted) frames, the last ``num_maskmem`` frames (times
 the temporal stride) and the object pointers of the last ``max_obj_ptrs_in_encoder`` frames.
-Outputs further behind than that can go, except those within the same distance of a prompted
-frame: a later pass in the other direction starts there and attends to them. No torch here.
+Outputs further behind than that can go, except those within the same distance of a frame where
+any object was prompted: a pass in the other direction starts at the first of them and then
+reads every object's outputs near it. No torch here.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ def memory_window(num_maskmem: int, temporal_stride: int, max_obj_ptrs_in_encode
 def forget(
     outputs: MutableMapping[int, Any],
     tracked: MutableMapping[int, Any],
-    prompted: list[int],
+    prompted: set[int],
     frame_idx: int,
     reverse: bool,
     window: int,
 ) -> None:
-    """Drop one object's non-conditioning ``outputs`` and ``tracked`` marks that no frame after ``frame_idx`` reads."""
+    """Drop one object's non-conditioning ``outputs`` and ``tracked`` marks that no frame after ``frame_idx`` reads.
+
+    ``prompted`` holds the frames where any object was prompted (not only this one).
+    """
 
     def forgettable(t: int) -> bool:
         behind = t > frame_idx + window if reverse else t < frame_idx - window

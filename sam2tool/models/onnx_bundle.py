@@ -13,7 +13,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sam2tool.errors import UsageError
 
@@ -143,24 +143,67 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{path} has layout version {manifest.get('version')!r}; this sam2tool reads version "
             f"{MANIFEST_VERSION}: export again with this sam2tool"
         )
-    missing = [key for key in TRACKING_KEYS if key not in manifest.get("tracking", {})]
-    graphs = manifest.get("graphs", {})
-    missing += [f"graphs.{role}" for role in TRACKING_GRAPHS if role not in graphs]
-    if missing or "image_size" not in manifest:
-        raise UsageError(f"{path} lacks {', '.join(missing) or 'image_size'}; export again")
+    _check_fields(manifest, path)
     return manifest
 
 
-def open_bundle(folder: Path, providers: list[str] | None = None) -> OnnxBundle:
+#: Tracking settings that are JSON booleans (the others are integers).
+_BOOLEAN_KEYS = {
+    "only_obj_ptrs_in_the_past_for_eval",
+    "use_signed_tpos_enc_to_obj_ptrs",
+    "multimask_output_in_sam",
+    "multimask_output_for_tracking",
+}
+
+
+def _check_fields(manifest: dict[str, Any], path: Path) -> None:
+    """Raise a UsageError naming the first field of the manifest that is missing or of the wrong type."""
+
+    def refuse(field: str, what: str) -> NoReturn:
+        raise UsageError(f"{path}: {field} must be {what}; export again")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in ("image_size", "hidden_dim"):
+        if not is_int(manifest.get(key)) or manifest[key] <= 0:
+            refuse(key, "a positive integer")
+    tracking = manifest.get("tracking")
+    if not isinstance(tracking, dict):
+        refuse("tracking", "a mapping of the tracking settings")
+    for key in TRACKING_KEYS:
+        value = tracking.get(key)
+        if key in _BOOLEAN_KEYS and not isinstance(value, bool):
+            refuse(f"tracking.{key}", "true or false")
+        if key not in _BOOLEAN_KEYS and not is_int(value):
+            refuse(f"tracking.{key}", "an integer")
+    if tracking["num_maskmem"] < 1 or tracking["max_obj_ptrs_in_encoder"] < 1:
+        refuse("tracking.num_maskmem and tracking.max_obj_ptrs_in_encoder", "at least 1")
+    if tracking["max_cond_frames_in_attn"] not in (-1,) and tracking["max_cond_frames_in_attn"] < 2:
+        refuse("tracking.max_cond_frames_in_attn", "-1 (all) or at least 2, as sam2 requires")
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict):
+        refuse("graphs", "a mapping of graph entries")
+    for role in TRACKING_GRAPHS:
+        entry = graphs.get(role)
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+            refuse(f"graphs.{role}", "an entry with its file name")
+        if not isinstance(entry.get("sha256"), str):
+            refuse(f"graphs.{role}.sha256", "the graph's SHA-256")
+
+
+def open_bundle(folder: Path, providers: list[str] | None = None, threads: int | None = None) -> OnnxBundle:
     """Read the manifest, check every tracking graph against it, and open the graphs with onnxruntime.
 
     Args:
         folder: An export folder written by ``sam2tool export --format onnx``.
         providers: onnxruntime execution providers, in order of preference (default: the CPU).
+        threads: Threads per graph (onnxruntime's default when None: one per physical core).
 
     Raises:
-        UsageError: onnxruntime is missing, the folder is not an export, a graph is missing, or a
-            graph's SHA-256 differs from the manifest's (graphs of two exports mixed).
+        UsageError: onnxruntime is missing, the folder is not an export, a graph is missing or
+            is not the one the manifest names (SHA-256), onnxruntime cannot load a graph, or the
+            CUDA provider was asked for and did not start.
 
     """
     ort = require_onnxruntime()
@@ -173,12 +216,27 @@ def open_bundle(folder: Path, providers: list[str] | None = None) -> OnnxBundle:
             raise UsageError(f"{folder} has no {entry['file']} (listed in {MANIFEST_FILE}); export again")
         if file_sha256(path) != entry["sha256"]:
             raise UsageError(
-                f"{path} is not the graph {MANIFEST_FILE} names (SHA-256 differs): graphs of different exports "
-                "are mixed; copy the whole export folder again"
+                f"{path} is not the graph {MANIFEST_FILE} names (SHA-256 differs): another export's graph, or an "
+                "incomplete or damaged copy; copy the whole export folder again"
             )
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         # Idle threads sleep instead of spinning: between runs numpy works on the same cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[role] = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        wanted = providers or ["CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(str(path), options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own exception types, one per failure
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(
+                f"onnxruntime {ort.__version__} cannot load {path} ({reason}); export again, or update onnxruntime"
+            ) from None
+        if wanted[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in session.get_providers():
+            raise UsageError(
+                f"onnxruntime's CUDA provider did not start for {path} (CUDA or cuDNN libraries missing?); "
+                "use --device cpu"
+            )
+        sessions[role] = session
     return OnnxBundle(folder, manifest, sessions)

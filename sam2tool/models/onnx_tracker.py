@@ -15,7 +15,9 @@ sam2 does around its modules:
   thresholded at 0.5, low-resolution logits resized bilinearly (:mod:`sam2tool.data.resize`);
 - prompts become memories only when propagation starts (``propagate_in_video_preflight``);
 - outputs of frames no memory can reach again are dropped after each frame, as the streaming
-  predictor drops them, so memory stays constant in the length of the video.
+  predictor drops them, so memory stays constant in the length of the video. (Which frames were
+  tracked is forgotten with them: a prompt added later on such a frame starts the object afresh
+  there, where sam2, which keeps everything, would take it as a correction.)
 
 sam2's optional hole filling (``fill_hole_area``) needs its CUDA extension and is skipped on the
 CPU by the PyTorch predictor too; neither backend applies it. This module never imports torch.
@@ -142,6 +144,8 @@ class OnnxVideoPredictor:
             raise UsageError("points and labels must be given together")
         if points is None and box is None:
             raise UsageError("give points or a box")
+        if box is None and points is not None and len(points) == 0:
+            raise UsageError("give at least one point, or a box")
         obj = self._object(state, obj_id)
         coords = np.zeros((0, 2), dtype=np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         classes = np.zeros(0, dtype=np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
@@ -165,7 +169,7 @@ class OnnxVideoPredictor:
         temp[frame_idx] = self._track_step(
             state, obj, frame_idx, is_init, (coords, classes), None, reverse, run_memory=False, earlier=earlier
         )
-        return frame_idx, list(state["objects"]), self._video_masks(state, frame_idx)
+        return frame_idx, list(state["objects"]), self._video_masks(state, frame_idx, is_init)
 
     def add_new_mask(
         self, state: dict[str, Any], frame_idx: int, obj_id: int, mask: Any
@@ -181,7 +185,7 @@ class OnnxVideoPredictor:
         reverse = False if is_init else obj.tracked[frame_idx]
         temp = obj.temp_cond if is_init else obj.temp_non_cond
         temp[frame_idx] = self._track_step(state, obj, frame_idx, is_init, None, binary, reverse, run_memory=False)
-        return frame_idx, list(state["objects"]), self._video_masks(state, frame_idx)
+        return frame_idx, list(state["objects"]), self._video_masks(state, frame_idx, is_init)
 
     def propagate_in_video(
         self,
@@ -194,6 +198,8 @@ class OnnxVideoPredictor:
         self._preflight(state)
         objects: dict[int, ObjectState] = state["objects"]
         frames = int(state["num_frames"])
+        if not objects:
+            raise UsageError("no prompt was given; add points, a box or a mask first")
         if start_frame_idx is None:
             start_frame_idx = min(t for obj in objects.values() for t in obj.cond)
         limit = frames if max_frame_num_to_track is None else max_frame_num_to_track
@@ -400,14 +406,17 @@ class OnnxVideoPredictor:
             for frame_idx in obj.cond:
                 obj.non_cond.pop(frame_idx, None)
 
-    def _video_masks(self, state: dict[str, Any], frame_idx: int) -> np.ndarray:
-        """Every object's latest logits on ``frame_idx`` at video resolution (-1024 where it has none)."""
+    def _video_masks(self, state: dict[str, Any], frame_idx: int, cond: bool) -> np.ndarray:
+        """Every object's latest logits on ``frame_idx`` at video resolution (-1024 where it has none).
+
+        As sam2 consolidates them after a prompt: the pending outputs of the prompt's kind
+        (conditioning or correction) first, then the stored ones.
+        """
         quarter = self.image_size // 4
         masks = []
         for obj in state["objects"].values():
             out = (
-                obj.temp_cond.get(frame_idx)
-                or obj.temp_non_cond.get(frame_idx)
+                (obj.temp_cond if cond else obj.temp_non_cond).get(frame_idx)
                 or obj.cond.get(frame_idx)
                 or obj.non_cond.get(frame_idx)
             )
@@ -417,8 +426,9 @@ class OnnxVideoPredictor:
     def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
         """Drop outputs no later frame reads, as the streaming predictor does (:mod:`sam2tool.models.forgetting`)."""
         window = self.memory_window()
+        prompted = {t for obj in state["objects"].values() for t in obj.cond}
         for obj in state["objects"].values():
-            forget(obj.non_cond, obj.tracked, list(obj.cond), frame_idx, reverse, window)
+            forget(obj.non_cond, obj.tracked, prompted, frame_idx, reverse, window)
 
 
 def select_closest_cond_frames(

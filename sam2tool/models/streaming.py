@@ -162,7 +162,8 @@ class StreamingVideoPredictor(SAM2VideoPredictor):  # type: ignore[misc]  # sam2
     def _forget(self, state: dict[str, Any], frame_idx: int, reverse: bool) -> None:
         """Drop outputs more than a window behind ``frame_idx`` (:func:`sam2tool.models.forgetting.forget`)."""
         window = self.memory_window()
-        for obj_idx, outputs in state["output_dict_per_obj"].items():
-            prompted = list(outputs["cond_frame_outputs"])
+        per_object = state["output_dict_per_obj"]
+        prompted = {t for outputs in per_object.values() for t in outputs["cond_frame_outputs"]}
+        for obj_idx, outputs in per_object.items():
             tracked = state["frames_tracked_per_obj"][obj_idx]
             forget(outputs["non_cond_frame_outputs"], tracked, prompted, frame_idx, reverse, window)

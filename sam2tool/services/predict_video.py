@@ -19,7 +19,6 @@ from sam2tool.config.sources import override_keys
 from sam2tool.data.frames import FolderFrames, VideoFileFrames, open_frames
 from sam2tool.data.images import ImageProblem, read_label_mask
 from sam2tool.errors import DataError, UsageError
-from sam2tool.models.checkpoints import trained_model_flags
 from sam2tool.models.prompts import Prompt, merge_prompts, validate_prompts
 from sam2tool.models.tracking import PredictResult, TrackOptions, load_predictor, resolve_device, track
 
@@ -210,6 +209,15 @@ def model_settings(
                 "the base packaged with sam2tool)"
             )
         explicit.update({"model.version": spec.version, "model.size": spec.size, "model.checkpoint": "official"})
+    from sam2tool.models.checkpoints import trained_model_flags  # torch: not for --backend onnxruntime
+    from sam2tool.models.onnx_bundle import MANIFEST_FILE
+
+    if checkpoint is not None and (Path(checkpoint) / MANIFEST_FILE).is_file():
+        raise UsageError(
+            f"--checkpoint {checkpoint} is an ONNX export folder: track with it with --backend onnxruntime "
+            "(or give the export's model.pt)"
+        )
+
     trained = None
     if checkpoint is not None:
         if config is None and model is None and Path(checkpoint).is_file():

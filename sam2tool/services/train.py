@@ -38,6 +38,7 @@ from sam2tool.data.datamodule import ClipDataModule
 from sam2tool.errors import Sam2ToolError, Terminated, UsageError
 from sam2tool.models.checkpoints import read_checkpoint_metadata
 from sam2tool.training.lightning_module import NonFiniteLoss, SAM2LightningModule
+from sam2tool.training.memory_advice import out_of_memory_advice
 from sam2tool.training.progress import TrainingProgressBar
 from sam2tool.training.run_files import (
     CHECKPOINTS_DIR,
@@ -95,13 +96,6 @@ ARCHITECTURE_KEYS = (
     "model.lora_targets",
     "model.lora_rank",
     "model.trainable_modules",
-)
-
-OOM_ADVICE = (
-    "out of memory while training; lower dataset.image_size, dataset.video_clip_length, "
-    "dataset.max_num_objects or dataset.batch_size, set model.activation_checkpointing=true, or train "
-    "LoRA adapters (model.lora_targets=[image_encoder,sam_mask_decoder] with model.trainable_modules "
-    "limited to the rest)"
 )
 
 
@@ -452,13 +446,19 @@ def _fit(
             + ". Lower optimizer.lr, keep trainer.gradient_clip_val set, or use trainer.precision=32-true"
         ) from exc
     except torch.OutOfMemoryError as exc:
-        raise Sam2ToolError(OOM_ADVICE) from exc
+        raise Sam2ToolError(out_of_memory_advice(module.settings, _device_memory(trainer))) from exc
     except RuntimeError as exc:
         if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
-            raise Sam2ToolError(OOM_ADVICE) from exc
+            raise Sam2ToolError(out_of_memory_advice(module.settings, _device_memory(trainer))) from exc
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _device_memory(trainer: L.Trainer) -> int | None:
+    """Total memory of the CUDA device the run trained on (None elsewhere)."""
+    device = trainer.strategy.root_device
+    return int(torch.cuda.get_device_properties(device).total_memory) if device.type == "cuda" else None
 
 
 def _result(trainer: L.Trainer, run_dir: Path, callbacks: _Callbacks) -> TrainResult:

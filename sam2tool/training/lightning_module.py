@@ -82,6 +82,7 @@ class SAM2LightningModule(L.LightningModule):
         self._val_j: list[float] = []
         self._val_f: list[float] = []
         self._data = manifest_fingerprint(settings.dataset.root)
+        self.logged_this_step = True
 
     # ----------------------------------------------------------------------------------- training
 
@@ -111,13 +112,20 @@ class SAM2LightningModule(L.LightningModule):
             # Every frame was prompted with its ground-truth mask, which SAM 2 outputs as is: nothing to learn.
             log.debug("Step %d: no frame was predicted; skipped", self.global_step)
             return None  # type: ignore[return-value]
+        # The step's one wait for the device: a NaN or infinite loss stops training before the update.
         if not torch.isfinite(loss):
             raise NonFiniteLoss(self.global_step, {k: float(v.detach()) for k, v in terms.items()})
-        size = batch.images.shape[1]
-        for key, value in terms.items():
-            self.log(key, value.detach(), batch_size=size, prog_bar=key == "loss", on_step=True, on_epoch=False)
-        self.log("learning_rate", self._learning_rate(), batch_size=size, on_step=True, on_epoch=False)
+        self.logged_this_step = self._logging_step()  # the progress bar reads metrics back only then
+        if self.logged_this_step:  # reading logged tensors back waits for the device: only when they are written
+            size = batch.images.shape[1]
+            for key, value in terms.items():
+                self.log(key, value.detach(), batch_size=size, prog_bar=key == "loss", on_step=True, on_epoch=False)
+            self.log("learning_rate", self._learning_rate(), batch_size=size, on_step=True, on_epoch=False)
         return loss
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this step's metrics: every ``trainer.log_every_n_steps`` optimizer steps."""
+        return (self.global_step + 1) % self.settings.trainer.log_every_n_steps == 0
 
     def _learning_rate(self) -> float:
         optimizer = self.optimizers()

@@ -54,14 +54,17 @@ def iou_per_mask(logits: Tensor, targets: Tensor) -> Tensor:
     return intersection / union.clamp(min=1.0)
 
 
-def objects_across_ranks(count: int, device: torch.device) -> float:
-    """Objects per rank, averaged over data-parallel ranks, at least 1."""
+def objects_across_ranks(count: int, device: torch.device) -> float | Tensor:
+    """Objects per rank, averaged over data-parallel ranks, at least 1.
+
+    One process: a Python number. Several: a tensor on ``device`` (reading it back would make the
+    host wait for the GPU at every step; dividing by it does not).
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return max(float(count), 1.0)
     total = torch.tensor(float(count), device=device)
-    world = 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(total)
-        world = torch.distributed.get_world_size()
-    return max(float(total.item()) / world, 1.0)
+    torch.distributed.all_reduce(total)
+    return (total / torch.distributed.get_world_size()).clamp(min=1.0)
 
 
 class SAM2Loss(torch.nn.Module):
@@ -121,7 +124,9 @@ class SAM2Loss(torch.nn.Module):
                 total = total + weight * terms[key]
         return {"loss": total, **terms}
 
-    def _step(self, masks: Tensor, targets: Tensor, ious: Tensor, scores: Tensor, objects: float) -> dict[str, Tensor]:
+    def _step(
+        self, masks: Tensor, targets: Tensor, ious: Tensor, scores: Tensor, objects: float | Tensor
+    ) -> dict[str, Tensor]:
         s = self.settings
         targets = targets.expand_as(masks)
         focal = focal_loss(masks, targets, s.focal_alpha, s.focal_gamma).flatten(2).mean(-1) / objects

@@ -24,6 +24,7 @@ constant, or step decay. The scheduler is stepped once per optimizer step.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -224,7 +225,8 @@ def build_optimizer(model: torch.nn.Module, settings: OptimizerSettings) -> torc
         settings: Optimizer settings.
 
     Returns:
-        The optimizer (torch picks the fused or foreach implementation).
+        The optimizer: fused where the device allows it (:func:`fused_supported`), else the
+        implementation torch picks.
 
     Raises:
         ValueError: No parameter of the model requires gradients.
@@ -239,7 +241,20 @@ def build_optimizer(model: torch.nn.Module, settings: OptimizerSettings) -> torc
         betas=settings.betas,
         eps=settings.eps,
         weight_decay=settings.weight_decay,
+        fused=fused_supported([p for group in groups for p in group["params"]]) or None,
     )
+
+
+def fused_supported(parameters: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW (one kernel for all parameters, no per-parameter host reads) takes these.
+
+    It needs every parameter floating point on one device type torch has fused kernels for (CUDA,
+    the CPU, MPS, ...). The parameters must already be on their device: Lightning builds the
+    optimizer after moving the model.
+    """
+    supported = importlib.import_module("torch.optim.optimizer")._get_fused_kernels_supported_devices()
+    devices = {p.device.type for p in parameters}
+    return len(devices) == 1 and devices <= set(supported) and all(p.is_floating_point() for p in parameters)
 
 
 def _factor(

@@ -1,7 +1,14 @@
-"""The training progress bar: Lightning's rich bar, with a description that fits step-limited runs."""
+"""The training progress bar: Lightning's rich bar, with a description that fits step-limited runs.
+
+It reads the logged metrics only on steps that log them: reading a metric from the GPU makes the
+host wait for the device, and Lightning's bar would do it after every step.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
 
@@ -10,6 +17,18 @@ class TrainingProgressBar(RichProgressBar):
 
     Lightning's own bar prints ``Epoch 3/-2`` for a run with ``max_epochs=-1`` (``trainer.max_steps``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics: dict[str, int | str | float | dict[str, float]] | None = None
+
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        """The metrics shown, read again only when the module logged this step (``logged_this_step``)."""
+        if self._metrics is None or getattr(pl_module, "logged_this_step", True) or not trainer.training:
+            self._metrics = super().get_metrics(trainer, pl_module)
+        return self._metrics
 
     def _get_train_description(self, current_epoch: int) -> str:
         trainer = self.trainer

@@ -341,7 +341,7 @@ def broken(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     [
         ("missing-graph", r"has no memory_encoder\.onnx \(listed in onnx_manifest\.json\); export again"),
         ("missing-manifest", r"has no onnx_manifest\.json, so it is not an ONNX export for tracking"),
-        ("mixed", r"memory_attention\.onnx is not the graph onnx_manifest\.json names .*different exports are mixed"),
+        ("mixed", r"memory_attention\.onnx is not the graph onnx_manifest\.json names .*another export's graph"),
         ("checkpoint", r"takes an ONNX export folder, not the file .*sam2tool export CHECKPOINT --format onnx"),
         ("no-onnxruntime", r"needs the onnxruntime package.*pip install 'sam2tool\[export\]'"),
     ],
@@ -369,12 +369,137 @@ def test_bad_exports_get_one_line_and_exit_2_before_tracking(
     assert not out.exists()
 
 
-def test_options_that_choose_a_pytorch_model_are_refused(video: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        (["--model", "sam2.1_micro"], "--model"),
+        (["--config", "run.yaml"], "--config"),
+        (["--image-size", "256"], "--image-size"),
+        (["--compile"], "--compile"),
+        (["model.size=tiny"], "key.path=value overrides"),
+    ],
+)
+def test_options_that_choose_a_pytorch_model_are_refused(
+    option: list[str], named: str, video: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
     base_args = ["predict-video", str(video[0]), "-o", str(tmp_path / "o"), "--backend", "onnxruntime"]
-    code, output = invoke(*base_args, "--point", "5,5")
+    code, output = invoke(*base_args, "--checkpoint", str(tmp_path), *option, "--point", "5,5")
+    assert code == 2 and f"{named} does not apply with --backend onnxruntime" in " ".join(output.split())
+
+
+def test_without_a_checkpoint_or_with_the_torch_backend_the_export_is_named(
+    video: tuple[Path, np.ndarray], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base_args = ["predict-video", str(video[0]), "-o", str(tmp_path / "o"), "--point", "5,5"]
+    code, output = invoke(*base_args, "--backend", "onnxruntime")
     assert code == 2 and "needs --checkpoint EXPORT_DIR" in output
-    code, output = invoke(*base_args, "--checkpoint", str(tmp_path), "--model", "sam2.1_micro", "--point", "5,5")
-    assert code == 2 and "--model does not apply with --backend onnxruntime" in " ".join(output.split())
+    code, output = invoke(*base_args, "--checkpoint", str(exported(128, tmp_path_factory)))
+    assert code == 2 and "is an ONNX export folder: track with it with --backend onnxruntime" in " ".join(
+        output.split()
+    )
+
+
+def _edit_manifest(folder: Path, edit: Any) -> None:
+    path = folder / MANIFEST_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _corrupt_graph(folder: Path) -> None:
+    """A graph onnxruntime cannot load, with the manifest's hash updated so that only loading fails."""
+    from sam2tool.models.onnx_bundle import file_sha256
+
+    graph = folder / GRAPH_FILES["memory_attention"]
+    graph.write_bytes(b"not an onnx graph")
+    _edit_manifest(folder, lambda data: data["graphs"]["memory_attention"].update(sha256=file_sha256(graph)))
+
+
+MANIFEST_DEFECTS = {
+    "not JSON": (lambda folder: (folder / MANIFEST_FILE).write_text("{", encoding="utf-8"), r"is not valid JSON"),
+    "a future layout": (lambda f: _edit_manifest(f, lambda d: d.update(version=2)), r"has layout version 2"),
+    "no tracking section": (
+        lambda f: _edit_manifest(f, lambda d: d.update(tracking=None)),
+        r"tracking must be a mapping of the tracking settings; export again",
+    ),
+    "a setting as a string": (
+        lambda f: _edit_manifest(f, lambda d: d["tracking"].update(multimask_output_in_sam="false")),
+        r"tracking\.multimask_output_in_sam must be true or false",
+    ),
+    "one conditioning frame": (
+        lambda f: _edit_manifest(f, lambda d: d["tracking"].update(max_cond_frames_in_attn=1)),
+        r"max_cond_frames_in_attn must be -1 \(all\) or at least 2",
+    ),
+    "a graph without its hash": (
+        lambda f: _edit_manifest(f, lambda d: d["graphs"]["video_decoder"].pop("sha256")),
+        r"graphs\.video_decoder\.sha256 must be the graph's SHA-256",
+    ),
+    "a graph onnxruntime cannot load": (_corrupt_graph, r"onnxruntime \S+ cannot load .*memory_attention\.onnx"),
+}
+
+
+@pytest.mark.parametrize("defect", list(MANIFEST_DEFECTS))
+def test_damaged_exports_are_refused_with_the_field_named(
+    defect: str, video: tuple[Path, np.ndarray], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import re
+
+    folder = _copy(exported(128, tmp_path_factory), tmp_path / "export")
+    damage, message = MANIFEST_DEFECTS[defect]
+    damage(folder)
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(folder), "--backend", "onnxruntime", "--point", "50,50"]
+    code, output = invoke("predict-video", str(video[0]), "-o", str(out), *args)
+    assert code == 2, output
+    assert re.search(message, " ".join(output.split())), output
+    assert not out.exists()
+
+
+def test_pruning_changes_nothing_when_objects_are_prompted_far_apart(
+    trackers: tuple[Any, Any], video: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Object 2 is prompted 24 frames after object 1, more than a memory window: the backward pass
+    from object 1's frame still reads object 2's outputs there, so they must survive the forward pass.
+    Both backends, with and without forgetting: the same logits."""
+    from sam2tool.models import onnx_tracker, streaming
+
+    frames, labels = video
+    prompts = [Prompt(4, 1, mask=labels[4] == 1), Prompt(28, 2, points=[deepest_point(labels[28] == 2)], labels=[1])]
+    assert trackers[1].memory_window() < 28 - 4
+    pruned = [tracked(tracker, frames, prompts) for tracker in trackers]
+    monkeypatch.setattr(onnx_tracker, "forget", lambda *args: None)
+    monkeypatch.setattr(streaming, "forget", lambda *args: None)
+    kept = [tracked(tracker, frames, prompts) for tracker in trackers]
+    for with_pruning, without in zip(pruned, kept, strict=True):
+        for t in range(FRAMES):
+            np.testing.assert_array_equal(with_pruning[t], without[t])
+
+
+NO_TORCH_CLI = """
+import sys
+sys.modules["torch"] = None
+from sam2tool.cli import app
+sys.argv = ["sam2tool", "predict-video", *sys.argv[1:]]
+try:
+    app()
+except SystemExit as exit:
+    loaded = sorted(n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in ("torch", "sam2"))
+    print("exit", exit.code, loaded)
+"""
+
+
+def test_the_command_line_tracks_without_torch(
+    video: tuple[Path, np.ndarray], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    frames, labels = video
+    x, y = deepest_point(labels[0] == 1)
+    args = [str(frames), "-o", str(tmp_path / "m"), "--checkpoint", str(exported(128, tmp_path_factory))]
+    args += ["--backend", "onnxruntime", "--point", f"{x},{y}", "--save-video", str(tmp_path / "m.mp4")]
+    run = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_CLI, *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert run.stdout.strip().splitlines()[-1] == "exit 0 []", run.stdout + run.stderr
+    assert len(list((tmp_path / "m").glob("*.png"))) == FRAMES and (tmp_path / "m.mp4").is_file()
 
 
 def test_manifest_names_every_graph_with_its_io_and_hash(tmp_path_factory: pytest.TempPathFactory) -> None:
