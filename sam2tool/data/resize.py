@@ -11,6 +11,8 @@ kernel computes them; results agree with torch to float32 rounding.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -58,8 +60,15 @@ def resize(image: np.ndarray, height: int, width: int, *, antialias: bool = Fals
     source = image.astype(np.float32, copy=False)
     if (in_height, in_width) == (height, width):
         return source
-    weights = antialias_weights if antialias else bilinear_weights
-    rows = weights(in_height, height).astype(np.float32)
-    cols = weights(in_width, width).astype(np.float32)
+    rows = _float32_weights(in_height, height, antialias)
+    cols = _float32_weights(in_width, width, antialias)
     resized: np.ndarray = rows @ source @ cols.T
     return resized
+
+
+@lru_cache(maxsize=32)
+def _float32_weights(in_size: int, out_size: int, antialias: bool) -> np.ndarray:
+    """The weights as float32, computed once per size: a tracker resizes every frame the same way."""
+    weights = (antialias_weights if antialias else bilinear_weights)(in_size, out_size).astype(np.float32)
+    weights.flags.writeable = False  # shared between calls
+    return weights

@@ -368,13 +368,16 @@ def export_onnx(
             OnnxGraphCheck(graph.file, {}, tolerance, graph.inputs, graph.outputs, int64_inputs=graph.int64_inputs)
             for graph in graphs
         ]
+        encoded: dict[str, torch.Tensor] | None = None  # one random image's features, for every tracking graph
         for graph in graphs:
             if graph.make_case is None:
                 example = _random_inputs(graph.inputs, image_size, _EXAMPLE_POINTS, generator)
-            else:  # from an encoded random image, with dynamic axes of 3 (1 would risk a specialisation)
-                with torch.no_grad():
-                    encoded = graphs[0].module(torch.rand(1, 3, image_size, image_size, generator=generator))
-                example = graph.make_case(dict(zip(graphs[0].outputs, encoded, strict=True)), 2, generator)
+            else:  # with dynamic axes of 3 (1 would risk a specialisation)
+                if encoded is None:  # after the image encoder's own export, which names its failures
+                    with torch.no_grad():
+                        image = torch.rand(1, 3, image_size, image_size, generator=generator)
+                        encoded = dict(zip(graphs[0].outputs, graphs[0].module(image), strict=True))
+                example = graph.make_case(encoded, 2, generator)
             _export_graph(graph, folder / graph.file, example, opset)
         if check:
             _check_graphs(graphs, folder, results, image_size, generator)

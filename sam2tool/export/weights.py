@@ -12,7 +12,6 @@ package; ``//abs/path.yaml`` makes it read a file outside the package.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 
 from sam2tool.config.choices import ExportDtype
 from sam2tool.errors import ExportError
+from sam2tool.models.onnx_bundle import file_sha256
 
 #: ``--dtype`` -> torch dtype of the floating-point tensors written.
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,11 +83,7 @@ def write_safetensors(state: Mapping[str, torch.Tensor], folder: Path, metadata:
 
 def file_entry(path: Path) -> dict[str, Any]:
     """Size and SHA-256 of a written file (for the model card)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:

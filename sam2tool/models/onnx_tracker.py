@@ -161,9 +161,7 @@ class OnnxVideoPredictor:
             old_coords, old_classes = obj.points[frame_idx]
             coords, classes = np.concatenate([old_coords, coords]), np.concatenate([old_classes, classes])
         obj.points[frame_idx] = (coords, classes)
-        is_init = frame_idx not in obj.tracked
-        reverse = False if is_init else obj.tracked[frame_idx]
-        temp = obj.temp_cond if is_init else obj.temp_non_cond
+        is_init, reverse, temp = self._pending(obj, frame_idx)
         previous = temp.get(frame_idx) or obj.cond.get(frame_idx) or obj.non_cond.get(frame_idx)
         earlier = None if previous is None else np.clip(previous.pred_masks, -_LOGIT_CLAMP, _LOGIT_CLAMP)
         temp[frame_idx] = self._track_step(
@@ -181,9 +179,7 @@ class OnnxVideoPredictor:
             resized = resize(binary, self.image_size, self.image_size, antialias=True)
             binary = (resized >= 0.5).astype(np.float32)
         obj.points.pop(frame_idx, None)
-        is_init = frame_idx not in obj.tracked
-        reverse = False if is_init else obj.tracked[frame_idx]
-        temp = obj.temp_cond if is_init else obj.temp_non_cond
+        is_init, reverse, temp = self._pending(obj, frame_idx)
         temp[frame_idx] = self._track_step(state, obj, frame_idx, is_init, None, binary, reverse, run_memory=False)
         return frame_idx, list(state["objects"]), self._video_masks(state, frame_idx, is_init)
 
@@ -227,6 +223,16 @@ class OnnxVideoPredictor:
 
     # -- one frame ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _pending(obj: ObjectState, frame_idx: int) -> tuple[bool, bool, dict[int, FrameOutput]]:
+        """Whether a prompt on ``frame_idx`` is the object's first there, its tracking direction, its waiting room.
+
+        The waiting room holds the output until propagation: conditioning for a first prompt, else correction.
+        """
+        is_init = frame_idx not in obj.tracked
+        reverse = False if is_init else obj.tracked[frame_idx]
+        return is_init, reverse, obj.temp_cond if is_init else obj.temp_non_cond
+
     def _object(self, state: dict[str, Any], obj_id: int) -> ObjectState:
         objects: dict[int, ObjectState] = state["objects"]
         return objects.setdefault(int(obj_id), ObjectState())
@@ -265,7 +271,7 @@ class OnnxVideoPredictor:
                 None, {"features": features["vision_features"], **high_res, "mask": mask}
             )
         else:
-            embed = features["image_embed"] if is_init else self._conditioned(state, obj, frame_idx, reverse)
+            embed = features["image_embed"] if is_init else self._conditioned(state, features, obj, frame_idx, reverse)
             quarter = self.image_size // 4
             if points is None:
                 coords, classes = np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.float32)
@@ -315,7 +321,9 @@ class OnnxVideoPredictor:
             self._memory_pos = position  # the same for every frame and object (sam2 keeps one copy)
         return to_bfloat16(memory)
 
-    def _conditioned(self, state: dict[str, Any], obj: ObjectState, frame_idx: int, reverse: bool) -> np.ndarray:
+    def _conditioned(
+        self, state: dict[str, Any], features: dict[str, np.ndarray], obj: ObjectState, frame_idx: int, reverse: bool
+    ) -> np.ndarray:
         """The frame's features conditioned on the object's memories and pointers (memory attention)."""
         selected, unselected = select_closest_cond_frames(frame_idx, obj.cond, self.max_cond_frames_in_attn)
         chosen: list[tuple[int, FrameOutput | None]] = [(0, out) for out in selected.values()]
@@ -338,7 +346,6 @@ class OnnxVideoPredictor:
             indices.append(self.num_maskmem - t_pos - 1)
         pointers, positions = self._pointers(state, obj, frame_idx, reverse, selected, unselected)
         assert self._memory_pos is not None  # a conditioning frame's memory was encoded before
-        features = self._features(state, frame_idx)
         (conditioned,) = self.sessions["memory_attention"].run(
             None,
             {
